@@ -1,0 +1,36 @@
+"""pyro_scm: deep structural causal models as Pyro programs.
+
+Write an SCM as a Pyro program over neural mechanisms; ask it observational, interventional
+and counterfactual queries; analyse the answers in arviz and pandas.
+"""
+
+from . import errors
+from .builders import GraphSCM, from_graph
+from .graph import plot_graph
+from .mechanisms import (
+    CategoricalMechanism,
+    FlowMechanism,
+    LocScaleMechanism,
+    Mechanism,
+    MechanismDistribution,
+)
+from .results import QueryResult
+from .scm import SCM, Intervened
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SCM",
+    "CategoricalMechanism",
+    "FlowMechanism",
+    "GraphSCM",
+    "Intervened",
+    "LocScaleMechanism",
+    "Mechanism",
+    "MechanismDistribution",
+    "QueryResult",
+    "__version__",
+    "errors",
+    "from_graph",
+    "plot_graph",
+]

@@ -1,0 +1,166 @@
+"""Training: every mechanism on its own loss, with mini-batches, a validation split and early
+stopping per mechanism.
+
+The program runs conditioned on the data, so each mechanism sees its parents' observed values and
+its loss (flows: negative log-likelihood) depends on its own parameters only; the sum of the losses
+therefore trains the mechanisms independently, and each one stops when its validation loss stops
+improving, keeping its best weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pandas as pd
+import pyro.poutine as poutine
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .data import to_node_tensors
+from .errors import DataError
+from .handlers import as_mechanism
+
+__all__ = ["fit", "mechanism_losses", "prepare"]
+
+
+def mechanism_losses(scm, data: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Mean training loss of each node's mechanism on ``data`` (node -> ``(units, *event)``)."""
+    with poutine.trace() as tracer, poutine.condition(data=data):
+        scm.model()
+    return {
+        name: as_mechanism(site).loss(site["value"]).mean()
+        for name, site in tracer.trace.nodes.items()
+        if site["type"] == "sample"
+    }
+
+
+@torch.no_grad()
+def prepare(scm, data: dict[str, Tensor]) -> dict[str, nn.Module]:
+    """Let every mechanism learn its data statistics; returns node -> mechanism module."""
+    with poutine.trace() as tracer, poutine.condition(data=data):
+        scm.model()
+    mechanisms = {}
+    for name, site in tracer.trace.nodes.items():
+        if site["type"] == "sample":
+            fn = as_mechanism(site)
+            fn.mechanism.prepare(site["value"], *fn.parents)
+            mechanisms[name] = fn.mechanism
+    return mechanisms
+
+
+def fit(
+    scm,
+    data: object,
+    *,
+    epochs: int = 100,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    val_fraction: float = 0.1,
+    patience: int = 10,
+    seed: int | None = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Fit every mechanism of ``scm`` to ``data`` by its own loss.
+
+    Adam over mini-batches; ``val_fraction`` of the units are held out, and each mechanism stops
+    after ``patience`` epochs without a better validation loss and keeps its best weights.
+
+    Args:
+        scm: the model.
+        data: a DataFrame or dict node -> ``(units, *event)`` with every node.
+        epochs: the most passes over the training units.
+        batch_size: units per step.
+        lr: Adam's learning rate.
+        weight_decay: Adam's weight decay.
+        val_fraction: share of units held out for validation (0 disables early stopping).
+        patience: epochs without improvement before a mechanism stops.
+        seed: seed of the split and the shuffling (None: torch's global generator).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        the history, one row per (epoch, node): columns ``epoch``, ``node``, ``train``, ``val``.
+    """
+    if epochs < 1 or batch_size < 1 or not 0 <= val_fraction < 1:
+        raise DataError("fit needs epochs >= 1, batch_size >= 1 and 0 <= val_fraction < 1")
+    values = to_node_tensors(data, scm.specs, where="training data", like=scm._like())
+    units = next(iter(values.values())).shape[0]
+    device = next(iter(values.values())).device
+    generator = torch.Generator(device="cpu")
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    perm = torch.randperm(units, generator=generator).to(device)
+    n_val = round(units * val_fraction)
+    if val_fraction > 0 and (n_val < 1 or units - n_val < 1):
+        raise DataError(f"{units} units are too few for a validation split of {val_fraction}")
+    train = {k: v[perm[n_val:]] for k, v in values.items()}
+    val = {k: v[perm[:n_val]] for k, v in values.items()} if n_val else None
+    mechanisms = prepare(scm, train)
+    trainable = {
+        k: m for k, m in mechanisms.items() if any(p.requires_grad for p in m.parameters())
+    }
+    history: list[dict] = []
+    if not trainable:
+        return pd.DataFrame(history, columns=["epoch", "node", "train", "val"])
+    params = list({id(p): p for m in trainable.values() for p in m.parameters()}.values())
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    stopper = _EarlyStopping(trainable, patience)
+    n_train = units - n_val
+    steps = math.ceil(n_train / batch_size)
+    bar = tqdm(range(epochs), desc="fit", disable=not progress, leave=False)
+    for epoch in bar:
+        scm.train()
+        order = torch.randperm(n_train, generator=generator).to(device)
+        sums = dict.fromkeys(stopper.active, 0.0)
+        for step in range(steps):
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            losses = mechanism_losses(scm, {k: v[idx] for k, v in train.items()})
+            total = sum(losses[k] for k in stopper.active)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            for k in sums:
+                sums[k] += losses[k].item() / steps
+        scm.eval()
+        with torch.no_grad():
+            val_losses = mechanism_losses(scm, val) if val is not None else {}
+        for k, train_loss in sums.items():
+            val_loss = val_losses[k].item() if k in val_losses else float("nan")
+            history.append({"epoch": epoch, "node": k, "train": train_loss, "val": val_loss})
+            stopper.update(k, val_loss if val is not None else train_loss)
+        bar.set_postfix(loss=f"{sum(sums.values()):.3f}", active=len(stopper.active))
+        if not stopper.active:
+            break
+    bar.close()
+    stopper.restore()
+    scm.eval()
+    return pd.DataFrame(history)
+
+
+class _EarlyStopping:
+    """Per-mechanism best weights and patience."""
+
+    def __init__(self, mechanisms: dict[str, nn.Module], patience: int):
+        self.mechanisms, self.patience = mechanisms, patience
+        self.active = list(mechanisms)
+        self.best = dict.fromkeys(mechanisms, math.inf)
+        self.state = {k: copy.deepcopy(m.state_dict()) for k, m in mechanisms.items()}
+        self.wait = dict.fromkeys(mechanisms, 0)
+
+    def update(self, node: str, loss: float) -> None:
+        best = self.best[node]
+        if math.isinf(best) or loss < best - 1e-4 * max(1.0, abs(best)):
+            self.best[node], self.wait[node] = loss, 0
+            self.state[node] = copy.deepcopy(self.mechanisms[node].state_dict())
+        else:
+            self.wait[node] += 1
+            if self.wait[node] >= self.patience:
+                self.active.remove(node)
+
+    def restore(self) -> None:
+        for k, m in self.mechanisms.items():
+            m.load_state_dict(self.state[k])

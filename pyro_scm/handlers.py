@@ -1,0 +1,119 @@
+"""Pyro effect handlers for causal queries, one small Messenger per job.
+
+- :class:`Abduct` records the noise u = f⁻¹(x; pa) of every site whose value is given;
+- :class:`ReplayNoise` sets each unvalued site to x = f(u; pa) from a given (or fresh) noise;
+- :class:`Shift` replaces a site's mechanism by ``fn(value)`` (shift and soft interventions).
+
+Value interventions use ``pyro.poutine.do`` and fixed values ``pyro.poutine.condition``; the SCM
+composes these into the queries (``scm.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from pyro.poutine.messenger import Messenger
+from torch import Tensor
+
+from .errors import MechanismError
+from .mechanisms.base import MechanismDistribution
+
+__all__ = ["Abduct", "ReplayNoise", "Shift", "ShiftedDistribution", "as_mechanism"]
+
+
+def as_mechanism(msg: dict) -> MechanismDistribution:
+    """The site's distribution, checked to follow the mechanism protocol."""
+    fn = msg["fn"]
+    if not isinstance(fn, MechanismDistribution):
+        raise MechanismError(
+            f"node {msg['name']!r} is sampled from {type(fn).__name__}, which is not a mechanism; "
+            "sample it from a pyro_scm mechanism (FlowMechanism, LocScaleMechanism, ...)"
+        )
+    return fn
+
+
+class Abduct(Messenger):
+    """Record the noise of every site whose value is given: ``noise[name] = fn.abduct(value)``.
+
+    Use inside ``pyro.poutine.condition`` (or with observed sites). ``noise`` is filled in place.
+    """
+
+    def __init__(self, noise: dict[str, Tensor] | None = None):
+        super().__init__()
+        self.noise = {} if noise is None else noise
+
+    def _pyro_post_sample(self, msg: dict) -> None:
+        if msg["is_observed"] and msg["value"] is not None:
+            self.noise[msg["name"]] = as_mechanism(msg).abduct(msg["value"])
+
+
+class ReplayNoise(Messenger):
+    """Set every site that has no value yet to ``fn.generate(noise[name])``.
+
+    Sites without recorded noise get a fresh draw from ``fn.noise``, expanded to
+    ``batch_shape``, which is recorded in ``noise``; so with an empty ``noise`` this samples
+    the program and keeps its exogenous noise.
+    """
+
+    def __init__(self, noise: dict[str, Tensor] | None = None, batch_shape: torch.Size = ()):
+        super().__init__()
+        self.noise = {} if noise is None else noise
+        self.batch_shape = torch.Size(batch_shape)
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if msg["value"] is not None or msg["is_observed"]:
+            return
+        fn = as_mechanism(msg)
+        name = msg["name"]
+        if name not in self.noise:
+            prior = fn.noise
+            shape = torch.broadcast_shapes(self.batch_shape, prior.batch_shape)
+            self.noise[name] = prior.expand(shape).sample()
+        msg["value"] = fn.generate(self.noise[name])
+
+
+class ShiftedDistribution(MechanismDistribution):
+    """The mechanism ``x = fn(f(u; pa))``: a site's mechanism followed by a map of its value."""
+
+    def __init__(self, base: MechanismDistribution, fn: Callable[[Tensor], Tensor]):
+        self.base, self.fn = base, fn
+        self.mechanism = base.mechanism
+
+    @property
+    def noise(self):
+        return self.base.noise
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self.base.batch_shape
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return self.base.event_shape
+
+    def generate(self, u: Tensor) -> Tensor:
+        return torch.as_tensor(self.fn(self.base.generate(u)))
+
+    def abduct(self, x: Tensor) -> Tensor:
+        raise MechanismError("a shifted mechanism cannot be abducted; abduct before intervening")
+
+    def __call__(self, *args, **kwargs) -> Tensor:
+        return self.generate(self.noise.sample(*args, **kwargs))
+
+
+class Shift(Messenger):
+    """Replace each named site's mechanism by ``fn(value)``: ``do(x := fn(x))``.
+
+    Args:
+        shifts: node name -> callable mapping the value the mechanism would produce,
+            ``(*batch, *event)``, to the intervened value of the same shape.
+    """
+
+    def __init__(self, shifts: dict[str, Callable[[Tensor], Tensor]]):
+        super().__init__()
+        self.shifts = shifts
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if msg["name"] in self.shifts and not isinstance(msg["fn"], ShiftedDistribution):
+            msg["fn"] = ShiftedDistribution(as_mechanism(msg), self.shifts[msg["name"]])

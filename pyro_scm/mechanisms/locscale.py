@@ -1,0 +1,128 @@
+"""Location-scale mechanisms: x = loc(pa) + scale(pa) · u with u ~ N(0, I).
+
+The exact additive (and heteroscedastic) Gaussian structural equation. ``loc`` and ``scale`` are
+modules, plain callables of the parents, or constants, so this class writes an SCM with known
+equations as readily as it learns one (:meth:`LocScaleMechanism.learned`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from numbers import Number
+
+import torch
+import torch.nn.functional as F
+from pyro.distributions.transforms import AffineTransform
+from torch import Tensor, nn
+
+from ..errors import MechanismError
+from ..nets import MLP, Standardizer
+from .base import Mechanism, TransformedMechanismDistribution, flatten_parents
+
+__all__ = ["LocScaleMechanism"]
+
+Term = nn.Module | Callable[..., Tensor] | Number | Tensor
+
+
+class LocScaleMechanism(Mechanism):
+    r"""x = loc(pa) + scale(pa) · u, u ~ N(0, I).
+
+    Args:
+        loc: a module or callable taking the parents (as the program passes them) and returning
+            ``(*batch, *event)``, or a constant.
+        scale: likewise, positive.
+        event_shape: the node's event shape, ``()`` for a scalar node.
+
+    Example:
+        >>> import torch
+        >>> y = LocScaleMechanism(loc=lambda x: 2 * x, scale=0.5)
+        >>> y(torch.tensor([1.0])).generate(torch.tensor([2.0]))
+        tensor([3.])
+    """
+
+    def __init__(self, loc: Term = 0.0, scale: Term = 1.0, event_shape: Sequence[int] = ()):
+        super().__init__()
+        self.event_shape = torch.Size(event_shape)
+        self.loc = self._register("loc", loc)
+        self.scale = self._register("scale", scale)
+        if isinstance(self.scale, Tensor) and not bool((self.scale > 0).all()):
+            raise MechanismError(f"scale must be positive, got {self.scale}")
+
+    def _register(self, name: str, term: Term) -> Term:
+        if isinstance(term, nn.Module) or callable(term):
+            return term
+        value = torch.as_tensor(term, dtype=torch.get_default_dtype())
+        self.register_buffer(f"_{name}", value)
+        return value
+
+    def _term(self, name: str, parents: Sequence[Tensor]) -> Tensor:
+        term = getattr(self, name)
+        if isinstance(term, Tensor):
+            return getattr(self, f"_{name}")  # the buffer, on the module's device
+        return torch.as_tensor(term(*parents))
+
+    def prepare(self, value: Tensor, *parents: Tensor) -> None:
+        """Pass the training data to ``loc`` and ``scale`` modules that learn statistics."""
+        for term in (self.loc, self.scale):
+            if isinstance(term, _StandardisedNet):
+                term.prepare(value, *parents)
+
+    def forward(self, *parents: Tensor) -> TransformedMechanismDistribution:
+        """The node's distribution given its parents' values."""
+        loc, scale = self._term("loc", parents), self._term("scale", parents)
+        shape = torch.broadcast_shapes(loc.shape, scale.shape, self.event_shape)
+        batch_shape = shape[: len(shape) - len(self.event_shape)]
+        transform = AffineTransform(loc, scale, event_dim=len(self.event_shape))
+        return TransformedMechanismDistribution(transform, batch_shape, self.event_shape, self, loc)
+
+    @classmethod
+    def learned(
+        cls,
+        context_features: int,
+        event_shape: Sequence[int] = (),
+        hidden: Sequence[int] = (64, 64),
+    ) -> LocScaleMechanism:
+        """A heteroscedastic Gaussian mechanism with MLP loc and scale over standardised data.
+
+        Args:
+            context_features: total size of the parents (0 for a root).
+            event_shape: the node's event shape.
+            hidden: hidden layer sizes of both networks.
+        """
+        event_shape = torch.Size(event_shape)
+        return cls(
+            loc=_StandardisedNet(context_features, event_shape, hidden, positive=False),
+            scale=_StandardisedNet(context_features, event_shape, hidden, positive=True),
+            event_shape=event_shape,
+        )
+
+
+class _StandardisedNet(nn.Module):
+    """An MLP from standardised parents to the node's loc (or scale) in data units."""
+
+    def __init__(
+        self, context: int, event_shape: torch.Size, hidden: Sequence[int], positive: bool
+    ):
+        super().__init__()
+        self.event_shape, self.context, self.positive = event_shape, context, positive
+        features = max(event_shape.numel(), 1)
+        self.x_std, self.c_std = Standardizer(features), Standardizer(max(context, 1))
+        if context > 0:
+            self.net = MLP(context, features, hidden)
+        else:
+            self.net_params = nn.Parameter(torch.zeros(features))
+
+    def prepare(self, value: Tensor, *parents: Tensor) -> None:
+        self.x_std.fit(value.reshape(*value.shape[: value.dim() - len(self.event_shape)], -1))
+        context, _ = flatten_parents(parents, self.context)
+        if context is not None:
+            self.c_std.fit(context)
+
+    def forward(self, *parents: Tensor) -> Tensor:
+        context, _ = flatten_parents(parents, self.context)
+        out = self.net(self.c_std(context)) if context is not None else self.net_params
+        if self.positive:
+            out = self.x_std.scale * (F.softplus(out + 0.5413) + 1e-4)  # softplus(0.5413) = 1
+        else:
+            out = self.x_std.inverse(out)
+        return out.reshape(out.shape[:-1] + self.event_shape)

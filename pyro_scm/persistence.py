@@ -1,0 +1,85 @@
+"""Saving and loading fitted SCMs: weights, standardisation and the graph they belong to."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .errors import PersistenceError
+
+__all__ = ["FORMAT_VERSION", "load", "save"]
+
+FORMAT_VERSION = 1
+
+
+def _metadata(scm) -> dict:
+    graph = scm.graph
+    return {
+        "class": f"{type(scm).__module__}.{type(scm).__qualname__}",
+        "nodes": {
+            n: {
+                "event_shape": list(graph.nodes[n]["event_shape"]),
+                "mechanism": graph.nodes[n]["mechanism"],
+                "parents": sorted(graph.predecessors(n)),
+            }
+            for n in graph.nodes
+        },
+    }
+
+
+def save(scm, path: str | os.PathLike) -> None:
+    """Write ``scm``'s state (weights and buffers) with its graph and a format version."""
+    payload = {
+        "format": "pyro_scm",
+        "format_version": FORMAT_VERSION,
+        "metadata": _metadata(scm),
+        "state_dict": {k: v.detach().cpu() for k, v in scm.state_dict().items()},
+    }
+    torch.save(payload, path)
+
+
+def load(scm, path: str | os.PathLike):
+    """Load a file written by :func:`save` into ``scm`` (same class and graph); returns ``scm``.
+
+    Raises:
+        PersistenceError: the file is missing, corrupt, of another format version, or its model
+            differs from ``scm`` (class, nodes, shapes, parents, or parameters).
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as e:
+        raise PersistenceError(f"no saved model at {path}") from e
+    except Exception as e:
+        raise PersistenceError(f"{path} is not a readable pyro_scm file: {e}") from e
+    if not isinstance(payload, dict) or payload.get("format") != "pyro_scm":
+        raise PersistenceError(f"{path} is not a pyro_scm file")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise PersistenceError(
+            f"{path} has format version {payload.get('format_version')}; "
+            f"this pyro_scm reads version {FORMAT_VERSION}"
+        )
+    _check_metadata(payload["metadata"], _metadata(scm), path)
+    like = scm._like()
+    state = {k: v.to(like.device) for k, v in payload["state_dict"].items()}
+    try:
+        scm.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise PersistenceError(f"the weights in {path} do not fit this model: {e}") from e
+    return scm
+
+
+def _check_metadata(saved: dict, current: dict, path) -> None:
+    if saved["class"] != current["class"]:
+        raise PersistenceError(f"{path} holds a {saved['class']}, not a {current['class']}")
+    if set(saved["nodes"]) != set(current["nodes"]):
+        raise PersistenceError(
+            f"{path} has nodes {sorted(saved['nodes'])}; this model has {sorted(current['nodes'])}"
+        )
+    for node, info in current["nodes"].items():
+        for key, value in info.items():
+            if saved["nodes"][node][key] != value:
+                raise PersistenceError(
+                    f"node {node!r}: {key} is {saved['nodes'][node][key]} in {path} "
+                    f"but {value} in this model"
+                )
