@@ -116,8 +116,11 @@ def _from_frame(frame: pd.DataFrame, specs: Mapping[str, NodeSpec], where: str) 
 
 
 def _node_tensor(node: str, value: object, spec: NodeSpec, where: str, like: Tensor) -> Tensor:
-    if isinstance(value, np.ndarray) and value.dtype == object:
-        raise DataError(f"node {node!r} in {where} holds non-numeric values")
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise DataError(f"node {node!r} in {where} holds non-numeric values")
+        if not value.flags.writeable:
+            value = value.copy()
     t = torch.as_tensor(value, device=like.device)
     if spec.num_classes is not None and not t.is_floating_point() and t.dim() == 1:
         t = _one_hot(node, t, spec.num_classes, where)

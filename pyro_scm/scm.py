@@ -249,6 +249,12 @@ class SCM(nn.Module):
             out[node] = broadcast_intervention(node, value, units, specs[node], like)
         return out
 
+    def backtrack(self, factual: object, antecedent: Mapping[str, object], **kwargs):
+        """Backtracking counterfactual; see :func:`pyro_scm.infer.backtrack`."""
+        from .infer import backtrack
+
+        return backtrack(self, factual, antecedent, **kwargs)
+
     # -- training and persistence -----------------------------------------------------------
 
     def fit(self, data: object, **kwargs) -> object:

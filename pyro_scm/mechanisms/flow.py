@@ -6,8 +6,11 @@ time; then an unbounded conditional affine layer and the user's flow map x to th
     s = (x - μ_x) / σ_x,   r = (s - a(c)) · exp(-b(c)),   u = T(r; c),
 
 so x = μ_x + σ_x · (a(c) + exp(b(c)) · T⁻¹(u; c)). Spline flows (NSF) are the identity outside
-their bound; the affine layer keeps the tails a learnt heteroscedastic additive-noise model there,
-so units far from the training data are abducted and predicted sensibly, not by an identity map.
+their bound. The training loss adds the Gaussian negative log-likelihood of the residual r, so
+the affine layer learns the conditional location and scale (a heteroscedastic additive-noise
+model) and the flow only the remaining shape; a unit beyond the spline's bound is then abducted
+and predicted by that additive-noise model (u = r), not by an identity map of standardised x.
+This does not bias the fit inside the bound, where the flow can absorb any affine layer.
 """
 
 from __future__ import annotations
@@ -138,8 +141,8 @@ class _FlowTransform(Transform):
             r = shift + log_scale.exp() * r
         return self._unflat(self.mechanism.x_std.inverse(r))
 
-    def x_to_u(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The noise of ``x`` and ``log |du/dx|`` per unit."""
+    def x_to_u(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The noise of ``x``, ``log |du/dx|`` per unit, and the residual r ``(*batch, F)``."""
         s = self.mechanism.x_std(self._flat(x))
         ladj = -self.mechanism.x_std.log_scale()
         if self.affine is not None:
@@ -147,7 +150,7 @@ class _FlowTransform(Transform):
             s = (s - shift) * (-log_scale).exp()
             ladj = ladj - log_scale.sum(-1)
         u, flow_ladj = self.bijector.call_and_ladj(s)
-        return self._unflat(u), ladj + flow_ladj
+        return self._unflat(u), ladj + flow_ladj, s
 
     def _inverse(self, x: Tensor) -> Tensor:
         return self.x_to_u(x)[0]
@@ -161,8 +164,17 @@ class FlowDistribution(TransformedMechanismDistribution):
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log p(x | pa), ``(*batch, *event)`` -> ``(*batch,)``."""
-        u, ladj = self.transform.x_to_u(x)
+        u, ladj, _ = self.transform.x_to_u(x)
         return self.base_dist.log_prob(u) + ladj
+
+    def loss(self, x: Tensor) -> Tensor:
+        """NLL of x, plus the Gaussian NLL of the affine residual when the mechanism has tails."""
+        u, ladj, r = self.transform.x_to_u(x)
+        nll = -(self.base_dist.log_prob(u) + ladj)
+        if self.transform.affine is None:
+            return nll
+        log_scale = self.transform.affine[1]
+        return nll + (0.5 * r.square() + log_scale).sum(-1)
 
 
 def _flow_features(flow: nn.Module) -> int:
@@ -176,9 +188,14 @@ def _flow_features(flow: nn.Module) -> int:
 
 
 def _flow_context(flow: nn.Module, features: int) -> int:
-    for module in flow.modules():
-        if isinstance(module, nn.Linear):
-            return module.in_features - features
-    raise MechanismError(
-        f"cannot infer the context size of {type(flow).__name__}; pass context=..."
-    )
+    """The context size of a zuko flow, read off its first hyper-network (0 if it has none)."""
+    for transform in flow.modules():
+        hyper = getattr(transform, "hyper", None)
+        if isinstance(hyper, nn.Module):
+            first = next((m for m in hyper.modules() if hasattr(m, "in_features")), None)
+            if first is None:  # an unconditional parameter vector
+                return 0
+            # autoregressive hyper-networks read x and the context; element-wise ones the context
+            elementwise = type(transform).__name__ == "ElementWiseTransform"
+            return first.in_features - (0 if elementwise else features)
+    return 0
