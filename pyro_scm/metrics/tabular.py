@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import DataError, MissingNodeError, NonFiniteError, ShapeError, UnknownNodeError
+from ..errors import DataError, MissingNodeError, NonFiniteError, ShapeError, UnknownNodeError
 
 __all__ = [
     "as_matrix",
