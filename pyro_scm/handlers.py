@@ -53,16 +53,25 @@ class ReplayNoise(Messenger):
 
     Sites without recorded noise get a fresh draw from ``fn.noise``, expanded to
     ``batch_shape``, which is recorded in ``noise``; so with an empty ``noise`` this samples
-    the program and keeps its exogenous noise.
+    the program and keeps its exogenous noise. With ``strict=False``, sites that are not
+    mechanisms are left to Pyro (used to derive the graph of any program).
     """
 
-    def __init__(self, noise: dict[str, Tensor] | None = None, batch_shape: torch.Size = ()):
+    def __init__(
+        self,
+        noise: dict[str, Tensor] | None = None,
+        batch_shape: torch.Size = (),
+        strict: bool = True,
+    ):
         super().__init__()
         self.noise = {} if noise is None else noise
         self.batch_shape = torch.Size(batch_shape)
+        self.strict = strict
 
     def _pyro_sample(self, msg: dict) -> None:
         if msg["value"] is not None or msg["is_observed"]:
+            return
+        if not self.strict and not isinstance(msg["fn"], MechanismDistribution):
             return
         fn = as_mechanism(msg)
         name = msg["name"]
