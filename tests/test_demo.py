@@ -1,0 +1,40 @@
+"""The main job and the console command: outputs exist and open, arguments are checked."""
+
+import arviz as az
+import matplotlib.image
+import pytest
+import torch
+from pyro_scm.inference import tabular_demo
+
+from pyro_scm import cli
+
+
+def test_demo_writes_results_that_open(tmp_path):
+    metrics = tabular_demo.main(
+        ["--quick", "--epochs", "2", "--out", str(tmp_path), "--no-progress"]
+    )
+    for name in ("observational", "interventional_do_x1", "counterfactual_do_x1"):
+        idata = az.from_netcdf(str(tmp_path / f"{name}.nc"))
+        assert "x3" in idata.posterior
+    assert matplotlib.image.imread(tmp_path / "graph.png").ndim == 3
+    assert matplotlib.image.imread(tmp_path / "counterfactual_scatter.png").ndim == 3
+    summary = (tmp_path / "summary.md").read_text()
+    for query in ("observational", "interventional", "counterfactual do(x1 = 1)"):
+        assert query in summary
+    assert metrics["cf_mse_do_x1"] >= 0
+
+
+def test_demo_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit):
+        tabular_demo.parse_args(["--epochs", "0"])
+    assert "--epochs must be at least 1" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            tabular_demo.parse_args(["--device", "cuda"])
+        assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_console_command_arguments(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["fly"])
+    assert "invalid choice" in capsys.readouterr().err
