@@ -5,7 +5,6 @@ Every check raises a typed error naming the node, before any computation.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -217,8 +216,3 @@ def node_specs_from_data(
             raise UnknownNodeError(node, list(specs), "categorical")
         specs[node] = NodeSpec(torch.Size([k]), k)
     return specs
-
-
-def numel(shape: torch.Size) -> int:
-    """Number of elements of an event shape (1 for a scalar)."""
-    return math.prod(shape)
