@@ -136,8 +136,8 @@ class QueryResult(Mapping):
         attrs = {"query": self.kind}
         if self.interventions:
             attrs["interventions"] = _describe(self.interventions)
-        if "data" in inspect.signature(az.from_dict).parameters:  # arviz >= 1.0
-            return az.from_dict(groups, dims=dims, coords=coords, attrs=attrs)
+        if "data" in inspect.signature(az.from_dict).parameters:  # arviz >= 1.0: a DataTree
+            return az.from_dict(groups, dims=dims, coords=coords, attrs={"/": attrs})
         return az.from_dict(**groups, dims=dims, coords=coords, attrs=attrs)
 
     def _chains(self, v: Tensor) -> np.ndarray:

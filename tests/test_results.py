@@ -84,3 +84,20 @@ def test_counterfactual_result_shapes(num_samples):
     cf = scm.counterfactual(f, do={"x": 1.0}, num_samples=num_samples)
     assert cf.num_samples == num_samples and cf.num_units == 4
     assert cf.to_arviz().posterior["c"].shape == (1, num_samples, 4, 2)
+
+
+def test_to_arviz_speaks_the_arviz_1_interface(monkeypatch):
+    """arviz >= 1.0 takes one dict of groups and global attrs under "/"."""
+    calls = {}
+
+    def from_dict(data, *, dims=None, coords=None, attrs=None):
+        calls.update(data=data, dims=dims, coords=coords, attrs=attrs)
+        return "tree"
+
+    monkeypatch.setattr(az, "from_dict", from_dict)
+    cf, _ = _cf()
+    assert cf.to_arviz() == "tree"
+    assert set(calls["data"]) == {"posterior", "observed_data", "constant_data"}
+    assert calls["data"]["posterior"]["c"].shape == (1, 1, 6, 2)
+    assert calls["dims"]["c"] == ["unit", "c_dim_0"]
+    assert calls["attrs"]["/"]["query"] == "counterfactual"
