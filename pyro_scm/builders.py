@@ -12,7 +12,7 @@ from torch import nn
 
 from . import graph as g
 from .data import NodeSpec, node_specs_from_data, to_node_tensors
-from .errors import GraphError, MechanismError, MissingNodeError, UnknownNodeError
+from .errors import MechanismError, MissingNodeError, UnknownNodeError
 from .fitting import prepare
 from .mechanisms import CategoricalMechanism, FlowMechanism, LocScaleMechanism, Mechanism
 from .scm import SCM
@@ -120,12 +120,7 @@ def from_graph(
         context = sum(max(specs[p].event_shape.numel(), 1) for p in parents[node])
         mechanisms[node] = make_mechanism(kind, node, specs[node], context, hidden, transforms)
     scm = GraphSCM(parents, mechanisms)
-    derived = scm.graph
-    if set(derived.edges) != set(graph.edges):
-        raise GraphError(
-            f"the program's dependencies {sorted(derived.edges)} do not match the declared graph "
-            f"{sorted(graph.edges)}"
-        )
+    g.check_matches(scm.graph, graph)
     values = to_node_tensors(data, scm.specs, where="data", like=scm._like())
     prepare(scm, values)
     return scm

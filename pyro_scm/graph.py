@@ -22,6 +22,7 @@ from .errors import GraphError
 __all__ = [
     "ancestors",
     "check_acyclic",
+    "check_matches",
     "descendants",
     "graph_from_trace",
     "mutilate",
@@ -73,6 +74,17 @@ def check_acyclic(graph: nx.DiGraph) -> None:
         return
     path = " -> ".join(str(u) for u, _ in cycle) + f" -> {cycle[0][0]}"
     raise GraphError(f"the causal graph must be acyclic, but it has the cycle {path}")
+
+
+def check_matches(derived: nx.DiGraph, declared: nx.DiGraph) -> None:
+    """Raise :class:`GraphError` listing the differences if the two graphs' edges differ."""
+    missing = sorted(set(declared.edges) - set(derived.edges))
+    extra = sorted(set(derived.edges) - set(declared.edges))
+    if missing or extra:
+        raise GraphError(
+            "the program's dependencies do not match the declared graph: "
+            f"declared but not in the program {missing}; in the program but not declared {extra}"
+        )
 
 
 def descendants(graph: nx.DiGraph, nodes: Iterable[str]) -> set[str]:

@@ -98,6 +98,15 @@ def test_check_acyclic_names_the_cycle():
     g.check_acyclic(nx.DiGraph([("x", "y")]))
 
 
+def test_check_matches_lists_the_differences():
+    derived = Linear().graph
+    g.check_matches(derived, nx.DiGraph([("x", "y"), ("y", "z"), ("x", "z")]))
+    with pytest.raises(ps.errors.GraphError, match=r"not in the program \[\('z', 'x'\)\]"):
+        g.check_matches(derived, nx.DiGraph([("x", "y"), ("y", "z"), ("z", "x")]))
+    with pytest.raises(ps.errors.GraphError, match=r"not declared \[\('x', 'z'\)\]"):
+        g.check_matches(derived, nx.DiGraph([("x", "y"), ("y", "z")]))
+
+
 def test_plot_graph_returns_a_figure():
     fig = ps.plot_graph(Linear().graph, intervened=["x"])
     assert isinstance(fig, matplotlib.figure.Figure)
