@@ -32,6 +32,7 @@ from .synthetic import (
     intervention_values,
     load_synthetic,
 )
+from .true_models import learned_scm, noise_signs, true_scm
 
 __all__ = [
     "MORPHO_MNIST_NODES",
@@ -49,6 +50,7 @@ __all__ = [
     "intervention_nodes",
     "intervention_quantiles",
     "intervention_values",
+    "learned_scm",
     "load_mnist_digits",
     "load_morpho_mnist",
     "load_sachs",
@@ -58,8 +60,10 @@ __all__ = [
     "mnist_file",
     "morpho_mnist_counterfactual",
     "morpho_mnist_graph",
+    "noise_signs",
     "sachs_files",
     "set_intensity",
     "set_thickness",
     "thickness_from_noise",
+    "true_scm",
 ]

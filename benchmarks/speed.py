@@ -1,0 +1,216 @@
+"""Speed table: framework overhead against hand-written torch over the same mechanisms, and peers.
+
+A 10-node scalar SCM with the ladder's edges (additive noise, tanh mechanisms). pyro_scm NSF
+mechanisms are built and standardised on its data (speed does not depend on training). Timings
+are medians of ``repeats`` runs after a warm-up; every row is reported as a ratio to pyro_scm
+measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from pyro_scm.datasets import SyntheticSCM
+from pyro_scm.datasets._scm import additive, root
+from pyro_scm.datasets.true_models import learned_scm
+
+from .methods import ChiRhoMethod, DoWhyANMMethod, PyroSCMMethod
+
+LADDER = [
+    (1, 2),
+    (1, 3),
+    (2, 4),
+    (3, 4),
+    (3, 5),
+    (4, 6),
+    (5, 6),
+    (5, 7),
+    (6, 8),
+    (7, 8),
+    (7, 9),
+    (8, 10),
+    (9, 10),
+]
+
+
+def ladder10() -> SyntheticSCM:
+    """10 scalar nodes ``x1..x10`` over the ladder's edges: ``x = tanh(Σ pa) + 0.5 u``."""
+    parents = {f"x{i}": [f"x{a}" for a, b in LADDER if b == i] for i in range(1, 11)}
+    equations = {
+        v: additive(pa, lambda *p: torch.tanh(torch.stack(p).sum(0)), 0.5) if pa else root()
+        for v, pa in parents.items()
+    }
+    return SyntheticSCM("ladder10", "tanh", equations, intervention_nodes=["x1"])
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def hand_counterfactual(scm, factual: dict, node: str, value: torch.Tensor) -> dict:
+    """Abduct every node, then regenerate the descendants of ``node`` in topological order."""
+    noise = {}
+    for name, mechanism in zip(scm.order, scm.mechanisms):
+        d = mechanism(*(factual[p] for p in scm.parents[name]))
+        noise[name] = d.abduct(factual[name])
+    out = dict(factual)
+    out[node] = value
+    changed = {node}
+    for name, mechanism in zip(scm.order, scm.mechanisms):
+        if name != node and any(p in changed for p in scm.parents[name]):
+            out[name] = mechanism(*(out[p] for p in scm.parents[name])).generate(noise[name])
+            changed.add(name)
+    return out
+
+
+@torch.no_grad()
+def hand_sample(scm, n: int) -> dict:
+    """Observational sampling written by hand over the same mechanisms."""
+    out = {}
+    for name, mechanism in zip(scm.order, scm.mechanisms):
+        d = mechanism(*(out[p] for p in scm.parents[name]))
+        u = torch.randn(n)
+        out[name] = d.generate(u)
+    return out
+
+
+_MEMORY_SCRIPT = """
+import json, resource, sys, time, torch
+torch.set_num_threads(1)
+from benchmarks.speed import ladder10
+from pyro_scm.datasets.true_models import learned_scm
+units, chunk, mech = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+syn = ladder10()
+scm = learned_scm(syn, syn.sample(2000, seed=0), mech, hidden=(64, 64))
+factual = syn.sample(units, seed=1)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+cf = scm.counterfactual(factual, do={"x1": 0.5}, chunk_size=chunk or None)
+seconds = time.perf_counter() - start
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"units": units, "chunk_size": chunk, "rss_before_mb": before / 1024,
+                  "rss_peak_mb": after / 1024, "seconds": seconds,
+                  "data_mb": 2 * 10 * units * 4 / 2**20}))
+"""
+
+
+def memory_peak(units: int, chunk: int, mechanism: str = "nsf") -> dict:
+    """Max RSS of a fresh process answering a ``units``-unit counterfactual in chunks."""
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_SCRIPT, str(units), str(chunk), mechanism],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_speed(
+    units: int = 10_000,
+    repeats: int = 5,
+    fit_units: int = 5000,
+    fit_epochs: int = 3,
+    memory_units: int = 1_000_000,
+    memory_chunk: int = 100_000,
+    peers: dict | None = None,
+) -> dict:
+    """All speed rows; ratios are ``seconds / pyro_scm seconds`` of the same query."""
+    torch.manual_seed(0)
+    syn = ladder10()
+    data = syn.sample(fit_units, seed=0)
+    scm = learned_scm(syn, data, "nsf", hidden=(64, 64))
+    factual = syn.sample(units, seed=1)
+    value = torch.full((units,), 0.5)
+    rows: dict[str, dict] = {}
+
+    def row(query: str, method: str, seconds: float, base: str = "pyro_scm") -> None:
+        rows.setdefault(query, {})[method] = {"seconds": seconds}
+
+    row(
+        "counterfactual",
+        "pyro_scm",
+        _median_time(lambda: scm.counterfactual(factual, do={"x1": value}), repeats),
+    )
+    row(
+        "counterfactual",
+        "hand-written torch",
+        _median_time(lambda: hand_counterfactual(scm, factual, "x1", value), repeats),
+    )
+    row("observational", "pyro_scm", _median_time(lambda: scm.sample(units), repeats))
+    row(
+        "observational",
+        "hand-written torch",
+        _median_time(lambda: hand_sample(scm, units), repeats),
+    )
+    peers = peers or {}
+    if peers.get("chirho", "").startswith("ok"):
+        source = PyroSCMMethod("nsf")
+        source.scm = scm
+        chirho = ChiRhoMethod(source)
+        chirho.fit(syn, data, 0)
+        cf_c = chirho.counterfactual(factual, "x1", value)
+        cf_p = scm.counterfactual(factual, do={"x1": value})
+        err = max(float((cf_c[k] - cf_p[k][0]).abs().max()) for k in syn.nodes)
+        row(
+            "counterfactual",
+            "ChiRho (same mechanisms)",
+            _median_time(lambda: chirho.counterfactual(factual, "x1", value), repeats),
+        )
+        rows["counterfactual"]["ChiRho (same mechanisms)"]["max_abs_diff"] = err
+        row(
+            "observational",
+            "ChiRho (same mechanisms)",
+            _median_time(lambda: chirho.sample(units), repeats),
+        )
+    if peers.get("dowhy", "").startswith("ok"):
+        anm = DoWhyANMMethod()
+        start = time.perf_counter()
+        anm.fit(syn, data, 0)
+        anm_fit = time.perf_counter() - start
+        frame = syn.to_frame(factual)
+        row(
+            "counterfactual",
+            "DoWhy gcm ANM",
+            _median_time(
+                lambda: anm.gcm.counterfactual_samples(
+                    anm.model, {"x1": lambda x: 0.5}, observed_data=frame
+                ),
+                max(1, repeats // 2),
+            ),
+        )
+        row(
+            "observational",
+            "DoWhy gcm ANM",
+            _median_time(lambda: anm.gcm.draw_samples(anm.model, units), max(1, repeats // 2)),
+        )
+        row("fit per node", "DoWhy gcm ANM (auto assignment + fit)", anm_fit / len(syn.nodes))
+    fitted = learned_scm(syn, data, "nsf", hidden=(64, 64))
+    start = time.perf_counter()
+    fitted.fit(data, epochs=fit_epochs, patience=fit_epochs + 1, progress=False)
+    fit_s = time.perf_counter() - start
+    rows.setdefault("fit per node", {})["pyro_scm"] = {"seconds": fit_s / len(syn.nodes)}
+    rows["fit per node"]["pyro_scm"]["note"] = f"{fit_epochs} epochs of {fit_units} units"
+    for _query, methods in rows.items():
+        base = methods.get("pyro_scm", {}).get("seconds")
+        for entry in methods.values():
+            entry["ratio_to_pyro_scm"] = entry["seconds"] / base if base else None
+    memory = memory_peak(memory_units, memory_chunk) if memory_units else None
+    return {
+        "scm": "ladder10 (10 scalar nodes, NSF mechanisms, do(x1))",
+        "units": units,
+        "rows": rows,
+        "memory": memory,
+    }

@@ -1,0 +1,71 @@
+"""The benchmark runner's smoke path on one tiny SCM, the report, and the speed helpers."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import report, run
+from benchmarks.dcm_protocol import Settings, evaluate
+from benchmarks.methods import TrueMethod
+from benchmarks.speed import hand_counterfactual, ladder10
+from pyro_scm.datasets import load_synthetic
+from pyro_scm.datasets.true_models import learned_scm
+
+
+def test_smoke_run_writes_json_markdown_and_docs(tmp_path):
+    result = run.main(["--smoke", "--no-peers", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["mode"] == "smoke" and (tmp_path / "results.md").exists()
+    methods = {r["method"]: r for r in result["dcm"]}
+    assert {"pyro_scm-nsf", "pyro_scm-locscale", "true-scm"} <= set(methods)
+    assert all(v.startswith("skipped") for v in saved["peers"].values())
+    # the harness check: the true SCM has zero counterfactual error on every intervened node
+    for node, m in methods["true-scm"]["summary"]["per_node"].items():
+        assert m["cf_all"][0] < 1e-10, node
+    nsf = methods["pyro_scm-nsf"]["summary"]
+    assert set(nsf["per_node"]) == {"x1", "x2"} and nsf["fit_s"][0] > 0
+    rows = [r for r in result["comparison"] if r["method"] == "true-scm"]
+    assert all(r["met"] for r in rows) and rows[0]["dcm_x100"] == 0.46
+    text = report.main([str(tmp_path / "results.json"), "--out", str(tmp_path / "b.md")])
+    assert "0.0035 / 0.0163" in text and "true-scm" in text
+
+
+def test_first_column_variant_differs_from_all_descendants():
+    syn = load_synthetic("dcm-triangle", "nonlinear")
+
+    class Shifted(TrueMethod):  # the true model, off by 1 on x3 only
+        def counterfactual(self, factual, node, values):
+            out = super().counterfactual(factual, node, values)
+            return {**out, "x3": out["x3"] + 1.0}
+
+    settings = Settings(n_train=50, num_values=2, n_obs=50, n_int=10, n_cf=10)
+    result = evaluate(Shifted(), syn, 0, settings)
+    assert result["per_node"]["x1"]["cf_first"] == pytest.approx(0.0, abs=1e-10)
+    assert result["per_node"]["x1"]["cf_all"] == pytest.approx(0.5, abs=1e-5)  # x2, x3
+    assert result["per_node"]["x2"]["cf_all"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_hand_written_counterfactual_matches_pyro_scm():
+    syn = ladder10()
+    scm = learned_scm(syn, syn.sample(200, seed=0), "nsf", hidden=(8,), transforms=1)
+    factual = syn.sample(30, seed=1)
+    value = torch.full((30,), 0.5)
+    ours = scm.counterfactual(factual, do={"x1": value})
+    hand = hand_counterfactual(scm, factual, "x1", value)
+    for k in syn.nodes:
+        torch.testing.assert_close(ours[k][0], hand[k], atol=1e-4, rtol=1e-4)
+
+
+def test_modes_are_configured():
+    assert run.mode_config("quick")["scms"] == [
+        ("dcm-triangle", "nonlinear"),
+        ("dcm-chain", "nonlinear"),
+    ]
+    full = run.mode_config("full")
+    assert len(full["scms"]) == 12 and full["seeds"] == list(range(10))
+    assert full["settings"].n_train == 5000 and full["settings"].num_values == 20
