@@ -13,6 +13,7 @@ from .mechanisms import (
     LocScaleMechanism,
     Mechanism,
     MechanismDistribution,
+    VAEMechanism,
 )
 from .results import QueryResult
 from .scm import SCM, Intervened
@@ -29,6 +30,7 @@ __all__ = [
     "Mechanism",
     "MechanismDistribution",
     "QueryResult",
+    "VAEMechanism",
     "__version__",
     "errors",
     "from_graph",

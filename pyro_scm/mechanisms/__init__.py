@@ -4,6 +4,7 @@ from .base import Mechanism, MechanismDistribution, TransformedMechanismDistribu
 from .categorical import CategoricalMechanism, GumbelMaxDistribution
 from .flow import FlowDistribution, FlowMechanism
 from .locscale import LocScaleMechanism
+from .vae import VAEDistribution, VAEMechanism
 
 __all__ = [
     "CategoricalMechanism",
@@ -14,4 +15,6 @@ __all__ = [
     "Mechanism",
     "MechanismDistribution",
     "TransformedMechanismDistribution",
+    "VAEDistribution",
+    "VAEMechanism",
 ]

@@ -1,10 +1,13 @@
 """Metrics: distances between samples, counterfactual errors, and query-specific scores.
 
 One module per family: :mod:`~pyro_scm.metrics.tabular` (MMD, counterfactual and ATE errors,
-held-out likelihood).
+held-out likelihood), :mod:`~pyro_scm.metrics.images` (image counterfactuals: effectiveness,
+composition, realism, latent divergence).
 """
 
+from .images import *  # noqa: F403
+from .images import __all__ as _images
 from .tabular import *  # noqa: F403
 from .tabular import __all__ as _tabular
 
-__all__ = [*_tabular]
+__all__ = [*_tabular, *_images]
