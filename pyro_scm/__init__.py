@@ -4,7 +4,7 @@ Write an SCM as a Pyro program over neural mechanisms; ask it observational, int
 and counterfactual queries; analyse the answers in arviz and pandas.
 """
 
-from . import errors
+from . import distances, errors, infer
 from .builders import GraphSCM, from_graph
 from .graph import plot_graph
 from .mechanisms import (
@@ -32,7 +32,9 @@ __all__ = [
     "QueryResult",
     "VAEMechanism",
     "__version__",
+    "distances",
     "errors",
     "from_graph",
+    "infer",
     "plot_graph",
 ]

@@ -63,3 +63,7 @@ class PersistenceError(SCMError, ValueError):
 
 class DataError(SCMError, ValueError):
     """Training or factual data are malformed (wrong type, empty, inconsistent lengths)."""
+
+
+class DistanceError(SCMError, TypeError):
+    """A backtracking distance is not a ``Distance`` or a callable."""

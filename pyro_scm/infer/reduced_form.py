@@ -1,0 +1,248 @@
+"""The reduced form x = F(u) of an SCM around a factual, as backtracking needs it.
+
+:class:`ReducedForm` abducts the factual noise u_F, splits the latents into *free* ones (the
+antecedent nodes and their ancestors: only these can move the antecedent) and *fixed* ones, and
+runs the program on noise with pyro_scm's handlers: ``ReplayNoise`` with the given noise, and
+:class:`Relax` replacing Gumbel-max nodes by their temperature-softmax relaxation so that F is
+differentiable in every free latent (the paper's Section 3.4).
+
+Free latents are packed into one vector per unit, ``z`` of shape ``(*batch, units, D)``; the
+antecedent residual F_A(z) − x*_A is ``(*batch, units, M)``. Per-unit Jacobians ``(units, M, D)``
+come from ``torch.func.vmap`` over a per-unit function (``jacrev`` when M <= D, else
+``jacfwd``), so their cost grows linearly with the number of units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from contextlib import ExitStack
+
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+import torch.nn.functional as F
+from pyro.poutine.messenger import Messenger
+from torch import Tensor
+from torch.func import jacfwd, jacrev, vmap
+
+from .. import graph as g
+from ..handlers import ReplayNoise
+from ..mechanisms.base import MechanismDistribution
+from ..mechanisms.categorical import GumbelMaxDistribution
+
+__all__ = ["ReducedForm", "Relax", "RelaxedGumbelMax"]
+
+
+class RelaxedGumbelMax(MechanismDistribution):
+    """softmax((logits + u) / τ): the differentiable relaxation of a Gumbel-max mechanism."""
+
+    def __init__(self, base: GumbelMaxDistribution, temperature: float):
+        self.base, self.temperature = base, temperature
+        self.mechanism = base.mechanism
+
+    @property
+    def noise(self) -> dist.Distribution:
+        return self.base.noise
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self.base.batch_shape
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return self.base.event_shape
+
+    def generate(self, u: Tensor) -> Tensor:
+        return F.softmax((self.base.logits + u) / self.temperature, -1)
+
+    def abduct(self, x: Tensor) -> Tensor:
+        return self.base.abduct(x)
+
+
+class Relax(Messenger):
+    """Replace every Gumbel-max site by :class:`RelaxedGumbelMax` at ``temperature``."""
+
+    def __init__(self, temperature: float):
+        super().__init__()
+        self.temperature = temperature
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if isinstance(msg["fn"], GumbelMaxDistribution):
+            msg["fn"] = RelaxedGumbelMax(msg["fn"], self.temperature)
+
+
+class _Done(Exception):
+    """Raised by :class:`_StopAfter` once every wanted site has a value."""
+
+
+class _StopAfter(Messenger):
+    """Record the values of ``names`` and stop the program once all of them are sampled."""
+
+    def __init__(self, names: list[str]):
+        super().__init__()
+        self.names, self.values = set(names), {}
+
+    def _pyro_post_sample(self, msg: dict) -> None:
+        if msg["name"] in self.names:
+            self.values[msg["name"]] = msg["value"]
+            if len(self.values) == len(self.names):
+                raise _Done
+
+
+class ReducedForm:
+    """F(u) of ``scm`` around one factual per unit, with the free latents of an antecedent.
+
+    Args:
+        scm: the model.
+        factual: node -> ``(units, *event)`` validated tensors.
+        target: antecedent node -> ``(units, *event)`` values x*_A.
+        temperature: softmax temperature of relaxed categorical nodes.
+        free: the nodes whose latents may move; defaults to the antecedent and its ancestors.
+    """
+
+    def __init__(
+        self,
+        scm,
+        factual: Mapping[str, Tensor],
+        target: Mapping[str, Tensor],
+        temperature: float = 0.1,
+        free: list[str] | None = None,
+    ):
+        self.scm, self.factual, self.target = scm, dict(factual), dict(target)
+        self.temperature = temperature
+        graph = scm.graph
+        self.nodes = list(graph.nodes)
+        self.antecedent = [n for n in self.nodes if n in target]
+        if free is None:
+            free_set = set(self.antecedent) | g.ancestors(graph, self.antecedent)
+            free = [n for n in self.nodes if n in free_set]
+        self.free = list(free)
+        self.units = next(iter(self.factual.values())).shape[0]
+        with torch.no_grad():
+            self.u_factual = scm.abduct(self.factual)
+        self.noise_shapes = {n: self.u_factual[n].shape[1:] for n in self.nodes}
+        self.sizes = [math.prod(self.noise_shapes[n]) for n in self.free]
+        self.dim = sum(self.sizes)
+        self.categorical = {n for n in self.nodes if graph.nodes[n]["mechanism"] == "categorical"}
+        self.z_factual = self.pack(self.u_factual)
+        self.target_flat = torch.cat(
+            [self.target[n].reshape(self.units, -1) for n in self.antecedent], -1
+        )
+        self.constraint_dim = self.target_flat.shape[-1]
+        # nodes that no free latent reaches keep their factual values exactly
+        moved = set(self.free) | g.descendants(graph, self.free)
+        self.unmoved = [n for n in self.nodes if n not in moved]
+
+    # -- packing ------------------------------------------------------------------------
+
+    def pack(self, noise: Mapping[str, Tensor]) -> Tensor:
+        """Free latents ``node -> (*batch, *noise_event)`` -> ``(*batch, D)``."""
+        parts = []
+        for n in self.free:
+            u = noise[n]
+            parts.append(u.reshape(*u.shape[: u.dim() - len(self.noise_shapes[n])], -1))
+        return torch.cat(parts, -1)
+
+    def unpack(self, z: Tensor) -> dict[str, Tensor]:
+        """``(*batch, D)`` -> free latents ``node -> (*batch, *noise_event)``."""
+        out = {}
+        for n, part in zip(self.free, z.split(self.sizes, -1)):
+            out[n] = part.reshape(*z.shape[:-1], *self.noise_shapes[n])
+        return out
+
+    def event_dims(self) -> dict[str, int]:
+        """node -> number of noise event dims."""
+        return {n: len(s) for n, s in self.noise_shapes.items()}
+
+    # -- running the program ------------------------------------------------------------
+
+    def run(
+        self,
+        noise: Mapping[str, Tensor],
+        batch_shape: torch.Size,
+        relax: bool = True,
+        fixed: Mapping[str, Tensor] | None = None,
+        until: list[str] | None = None,
+    ) -> dict[str, Tensor]:
+        """The program on ``noise`` (every node ``(*batch_shape, *noise_event)``): values.
+
+        With ``until``, the program stops once those nodes are sampled and only they are
+        returned (the antecedent needs no descendants).
+        """
+        stop = _StopAfter(list(until or []))
+        try:
+            with ExitStack() as stack:
+                stack.enter_context(poutine.block())  # an enclosing model sees none of it
+                stack.enter_context(ReplayNoise(dict(noise), batch_shape))
+                stack.enter_context(poutine.condition(data=dict(fixed or {})))
+                if relax:
+                    stack.enter_context(Relax(self.temperature))
+                if until:
+                    stack.enter_context(stop)
+                trace = poutine.trace(self.scm.model).get_trace()
+        except _Done:
+            return stop.values
+        return {
+            name: site["value"] for name, site in trace.nodes.items() if site["type"] == "sample"
+        }
+
+    def full_noise(self, z: Tensor, rest: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Free latents from ``z`` ``(*batch, units, D)``, the others from ``rest`` or u_F."""
+        batch = z.shape[:-1]
+        noise = {}
+        for n in self.nodes:
+            if rest is not None and n in rest:
+                noise[n] = rest[n]
+            else:
+                u = self.u_factual[n]
+                noise[n] = u.expand(*batch[:-1], *u.shape)
+        noise.update(self.unpack(z))
+        return noise
+
+    def values(
+        self,
+        z: Tensor,
+        rest: Mapping[str, Tensor] | None = None,
+        relax: bool = False,
+        keep_unmoved: bool = True,
+    ) -> dict[str, Tensor]:
+        """All node values at free latents ``z`` ``(*b, units, D)``: ``(*b, units, *event)``.
+
+        Nodes that no free latent reaches keep their factual values exactly when ``keep_unmoved``
+        (and no other latents are given in ``rest``).
+        """
+        batch = z.shape[:-1]
+        fixed = {}
+        if keep_unmoved and not rest:
+            fixed = {
+                n: self.factual[n].expand(*batch[:-1], *self.factual[n].shape) for n in self.unmoved
+            }
+        return self.run(self.full_noise(z, rest), batch, relax=relax, fixed=fixed)
+
+    def residual(self, z: Tensor, rest: Mapping[str, Tensor] | None = None) -> Tensor:
+        """F_A(z) − x*_A, flattened: ``(*batch, units, M)`` (relaxed categorical nodes)."""
+        batch = z.shape[:-1]
+        values = self.run(self.full_noise(z, rest), batch, relax=True, until=self.antecedent)
+        flat = torch.cat([values[n].reshape(*batch, -1) for n in self.antecedent], -1)
+        return flat - self.target_flat
+
+    def jacobian(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-unit residual ``(units, M)`` and Jacobian ``(units, M, D)`` at ``z`` ``(units, D)``.
+
+        Computed by ``vmap`` over units of ``jacrev`` (or ``jacfwd`` when M > D) of a one-unit
+        function; latents of non-free nodes stay at the factual.
+        """
+        fixed = {n: self.u_factual[n] for n in self.nodes if n not in self.free}
+
+        def one(z_unit: Tensor, fixed_unit: dict, target_unit: Tensor):
+            noise = {k: v.unsqueeze(0) for k, v in fixed_unit.items()}
+            noise.update(self.unpack(z_unit.unsqueeze(0)))
+            values = self.run(noise, torch.Size([1]), relax=True, until=self.antecedent)
+            flat = torch.cat([values[n].reshape(1, -1) for n in self.antecedent], -1)[0]
+            r = flat - target_unit
+            return r, r
+
+        jac = jacrev if self.constraint_dim <= self.dim else jacfwd
+        J, r = vmap(jac(one, has_aux=True))(z, fixed, self.target_flat)
+        return r, J
