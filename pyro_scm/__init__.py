@@ -15,6 +15,7 @@ from .mechanisms import (
     MechanismDistribution,
     VAEMechanism,
 )
+from .plotting import plot_image_grid, plot_scatter
 from .results import QueryResult
 from .scm import SCM, Intervened
 
@@ -37,4 +38,6 @@ __all__ = [
     "from_graph",
     "infer",
     "plot_graph",
+    "plot_image_grid",
+    "plot_scatter",
 ]

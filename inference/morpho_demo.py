@@ -1,0 +1,214 @@
+"""The main job: a deep SCM of Morpho-MNIST answering all three kinds of query.
+
+Trains :class:`pyro_scm.models.morpho_mnist.MorphoMNIST` (spline flows for thickness and
+intensity, a Gumbel-max digit, a conditional VAE for the image) on real MNIST digits made
+thicker or thinner by the true Morpho-MNIST equations, then, on held-out digits, answers
+
+- an interventional query, do(thickness = thick), sampled;
+- an interventional counterfactual, do(intensity = dim): the digit's thickness stays, only the
+  image's intensity changes;
+- a backtracking counterfactual with the antecedent intensity = dim, by mode DeepBC and by a
+  Langevin-type sampler (MALA by default): the intensity is explained by changing its cause,
+  so thickness moves.
+
+Counterfactual images are decoded with the VAE's residual (deepscm style), so they keep the
+factual digit's detail; interventional samples are decoder means.
+
+It writes one arviz netcdf per query, figures (graph, image grids, the thickness-intensity
+scatter, the sampler's trace) and ``summary.md`` with the measured attributes of the images.
+
+Run: ``python -m pyro_scm.inference.morpho_demo [--quick] [--out results] [--device cpu]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+SAMPLERS = ("langevin", "mala", "hmc", "nuts")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments of the main job."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small model and data (about 1 min)")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs")
+    parser.add_argument("--units", type=int, default=8, help="held-out digits to query")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="mala", help="stochastic DeepBC")
+    parser.add_argument("--intensity", type=float, default=110.0, help="the antecedent/do value")
+    parser.add_argument("--thickness", type=float, default=4.0, help="do(thickness) value")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error("--epochs must be at least 1")
+    if args.units < 1:
+        parser.error("--units must be at least 1")
+    if not 0 < args.intensity <= 255:
+        parser.error("--intensity must lie in (0, 255]")
+    if not 0 < args.thickness <= 10:
+        parser.error("--thickness must lie in (0, 10]")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the main job; returns the metrics written to ``summary.md``."""
+    import arviz as az
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pyro_scm.models.morpho_mnist import morpho_mnist_data, train
+
+    from pyro_scm.datasets import measure_intensity, measure_thickness
+    from pyro_scm.graph import plot_graph
+    from pyro_scm.plotting import plot_image_grid, plot_scatter
+
+    args = parse_args(argv)
+    progress = not args.no_progress
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+
+    n_train = 600 if args.quick else 2000
+    data = morpho_mnist_data(n_train + 4 * args.units, seed=args.seed)
+    train_data, test_data = data.split(test_fraction=4 * args.units / len(data.digit))
+    start = time.perf_counter()
+    scm, _, history = train(
+        quick=args.quick, epochs=args.epochs, seed=args.seed, data=train_data, progress=progress
+    )
+    fit_seconds = time.perf_counter() - start
+    scm = scm.to(device)
+    history.to_csv(out / "history.csv", index=False)
+    print(scm)
+
+    units = min(args.units, len(test_data.digit))
+    factual = {k: v[:units].to(device) for k, v in test_data.to_dict().items()}
+    thick, dim = args.thickness, args.intensity
+
+    def measured(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = 255 * images.reshape(-1, *images.shape[-3:]).cpu()
+        return measure_thickness(pixels), measure_intensity(pixels)
+
+    start = time.perf_counter()
+    interventional = scm.do({"thickness": thick}).sample(16)
+    # counterfactual images keep the factual image's detail through the decoder residual
+    scm.image.residual = True
+    counterfactual = scm.counterfactual(factual, do={"intensity": dim})
+    mode = scm.backtrack(factual, antecedent={"intensity": dim}, method="mode")
+    quick = args.quick
+    sampled = scm.backtrack(
+        factual,
+        antecedent={"intensity": dim},
+        method=args.sampler,
+        num_samples=50 if quick else 200,
+        num_chains=2,
+        warmup=50 if quick else 200,
+        sigma=2.0,  # the antecedent's tolerance, in intensity units (0-255)
+        progress=progress,
+    )
+    query_seconds = time.perf_counter() - start
+    results = {
+        "interventional": interventional,
+        "counterfactual": counterfactual,
+        "backtrack_mode": mode,
+        f"backtrack_{args.sampler}": sampled,
+    }
+    for name, result in results.items():
+        result.to_arviz().to_netcdf(str(out / f"{name}.nc"))
+
+    # figures
+    fig = plot_graph(scm.graph, intervened=["intensity"])
+    fig.savefig(out / "graph.png", dpi=100)
+    plt.close(fig)
+    fig = plot_image_grid({f"do(thickness={thick:g})": interventional["image"][:, 0]})
+    fig.savefig(out / "interventional.png", dpi=100)
+    plt.close(fig)
+    grid = {
+        "factual": factual["image"],
+        f"do(i={dim:g})": counterfactual["image"][0],
+        "backtrack mode": mode["image"][0],
+        f"{args.sampler} draw": sampled["image"][-1],
+    }
+    fig = plot_image_grid(grid)
+    fig.savefig(out / "counterfactuals.png", dpi=100)
+    plt.close(fig)
+    fig = plot_scatter(
+        {
+            "factual": (factual["thickness"], factual["intensity"]),
+            "interventional CF": (counterfactual["thickness"][0], counterfactual["intensity"][0]),
+            "backtracking (mode)": (mode["thickness"][0], mode["intensity"][0]),
+            f"backtracking ({args.sampler})": (sampled["thickness"], sampled["intensity"]),
+        },
+        "thickness",
+        "intensity",
+        f"antecedent intensity = {dim:g}",
+    )
+    fig.savefig(out / "scatter.png", dpi=100)
+    plt.close(fig)
+    axes = az.plot_trace(sampled.to_arviz(), var_names=["thickness"], compact=True)
+    axes.ravel()[0].figure.savefig(out / "trace.png", dpi=100)
+    plt.close("all")
+
+    # metrics: what the images show, measured by the Morpho-MNIST oracle
+    metrics = {"fit_seconds": fit_seconds, "query_seconds": query_seconds}
+    rows = []
+    for label, result in (("interventional CF", counterfactual), ("backtracking (mode)", mode)):
+        t_img, i_img = measured(result["image"])
+        dt = (result["thickness"][0] - factual["thickness"]).abs().mean().item()
+        metrics[f"{label}: intensity error"] = (i_img - dim).abs().mean().item()
+        metrics[f"{label}: |thickness change|"] = dt
+        rows.append(
+            f"| {label} | {(i_img - dim).abs().mean():.1f} | {dt:.3f} | {t_img.mean():.2f} |"
+        )
+    t_s, _ = measured(sampled["image"])
+    dt_s = (sampled["thickness"] - factual["thickness"]).abs().mean().item()
+    metrics[f"backtracking ({args.sampler}): |thickness change|"] = dt_s
+    rows.append(f"| backtracking ({args.sampler}) | - | {dt_s:.3f} | {t_s.mean():.2f} |")
+    t_int, _ = measured(interventional["image"][:, 0])
+    metrics["interventional: measured thickness"] = t_int.mean().item()
+    with warnings.catch_warnings():  # R-hat of a chain that barely moves divides by ~0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        summary = az.summary(sampled.to_arviz(), var_names=["thickness"], kind="diagnostics")
+    metrics["sampler max r_hat"] = float(summary["r_hat"].max())
+    lines = [
+        "# pyro_scm main job: Morpho-MNIST",
+        "",
+        f"Trained on {len(train_data.digit)} digits in {fit_seconds:.0f} s on {device}; "
+        f"queries on {units} held-out digits took {query_seconds:.1f} s.",
+        "",
+        f"## Interventional: do(thickness = {thick:g})",
+        "",
+        f"Mean measured thickness of 16 sampled images: {t_int.mean():.2f} "
+        f"(intended {thick:g}); see `interventional.png`.",
+        "",
+        f"## Counterfactual and backtracking: intensity = {dim:g}",
+        "",
+        "| query | measured intensity error | mean abs. thickness change | measured thickness |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        "The interventional counterfactual keeps thickness (intensity's cause); backtracking",
+        "explains the new intensity by changing thickness. See `counterfactuals.png`,",
+        f"`scatter.png`, and `trace.png` (max R-hat {metrics['sampler max r_hat']:.2f}).",
+        "",
+        "Files: " + ", ".join(f"`{name}.nc`" for name in results) + ", `graph.png`, "
+        "`interventional.png`, `counterfactuals.png`, `scatter.png`, `trace.png`, `history.csv`.",
+    ]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return metrics
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
