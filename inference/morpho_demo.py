@@ -26,31 +26,21 @@ import argparse
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import torch
+from pyro_scm.inference import _common
 
 SAMPLERS = ("langevin", "mala", "hmc", "nuts")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of the main job."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small model and data (about 1 min)")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs")
+    parser = _common.parser(__doc__, "small model and data (about 1 min)")
     parser.add_argument("--units", type=int, default=8, help="held-out digits to query")
     parser.add_argument("--sampler", choices=SAMPLERS, default="mala", help="stochastic DeepBC")
     parser.add_argument("--intensity", type=float, default=110.0, help="the antecedent/do value")
     parser.add_argument("--thickness", type=float, default=4.0, help="do(thickness) value")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    args = parser.parse_args(argv)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available on this machine")
-    if args.epochs is not None and args.epochs < 1:
-        parser.error("--epochs must be at least 1")
+    args = _common.check(parser, parser.parse_args(argv))
     if args.units < 1:
         parser.error("--units must be at least 1")
     if not 0 < args.intensity <= 255:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
+from pyro_scm.inference import _common
 from pyro_scm.models.triangle import Triangle
 
 from pyro_scm.datasets import load_synthetic
@@ -24,19 +24,8 @@ from pyro_scm.metrics import counterfactual_mse, mmd
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of the demo."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small data, few epochs (< 1 min)")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    args = parser.parse_args(argv)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available on this machine")
-    if args.epochs is not None and args.epochs < 1:
-        parser.error("--epochs must be at least 1")
-    return args
+    parser = _common.parser(__doc__, "small data, few epochs (< 1 min)")
+    return _common.check(parser, parser.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> dict:
