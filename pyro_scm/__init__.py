@@ -9,6 +9,7 @@ from .builders import GraphSCM, from_graph
 from .graph import plot_graph
 from .mechanisms import (
     CategoricalMechanism,
+    DiffusionMechanism,
     FlowMechanism,
     LocScaleMechanism,
     Mechanism,
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SCM",
     "CategoricalMechanism",
+    "DiffusionMechanism",
     "FlowMechanism",
     "GraphSCM",
     "Intervened",

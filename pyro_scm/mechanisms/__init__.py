@@ -2,12 +2,15 @@
 
 from .base import Mechanism, MechanismDistribution, TransformedMechanismDistribution
 from .categorical import CategoricalMechanism, GumbelMaxDistribution
+from .diffusion import DiffusionDistribution, DiffusionMechanism, guidance_scale, sampling_steps
 from .flow import FlowDistribution, FlowMechanism
 from .locscale import LocScaleMechanism
 from .vae import VAEDistribution, VAEMechanism
 
 __all__ = [
     "CategoricalMechanism",
+    "DiffusionDistribution",
+    "DiffusionMechanism",
     "FlowDistribution",
     "FlowMechanism",
     "GumbelMaxDistribution",
@@ -17,4 +20,6 @@ __all__ = [
     "TransformedMechanismDistribution",
     "VAEDistribution",
     "VAEMechanism",
+    "guidance_scale",
+    "sampling_steps",
 ]
