@@ -101,9 +101,9 @@ def main(argv: list[str] | None = None) -> dict:
         factual,
         antecedent={"intensity": dim},
         method=args.sampler,
-        num_samples=50 if quick else 200,
+        num_samples=50 if quick else 100,
         num_chains=2,
-        warmup=50 if quick else 200,
+        warmup=50 if quick else 100,
         sigma=2.0,  # the antecedent's tolerance, in intensity units (0-255)
         progress=progress,
     )

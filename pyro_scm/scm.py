@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from . import graph as g
 from .data import NodeSpec, broadcast_intervention, to_node_tensors
 from .errors import InterventionError, UnknownNodeError
-from .handlers import Abduct, ReplayNoise, Shift
+from .handlers import Abduct, ReplayNoise, Shift, as_mechanism
 from .results import QueryResult
 
 __all__ = ["SCM", "Intervened"]
@@ -146,6 +146,18 @@ class SCM(nn.Module):
         with Abduct() as abduct, poutine.condition(data=dict(factual)):
             self.model()
         return abduct.noise
+
+    @torch.no_grad()
+    def log_prob(self, data: object) -> Tensor:
+        """log p(x) of each unit: the sum of every mechanism's log-density, ``(units,)``.
+
+        Needs mechanisms with a tractable ``log_prob`` (flows, loc-scale, categorical).
+        """
+        values = to_node_tensors(data, self.specs, where="data", like=self._like())
+        with poutine.trace() as tracer, poutine.condition(data=values):
+            self.model()
+        sites = [s for s in tracer.trace.nodes.values() if s["type"] == "sample"]
+        return sum(as_mechanism(s).log_prob(s["value"]) for s in sites)
 
     # -- queries ----------------------------------------------------------------------------
 

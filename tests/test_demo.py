@@ -65,3 +65,20 @@ def test_main_job_rejects_bad_arguments(capsys):
     for bad in (["--units", "0"], ["--intensity", "300"], ["--sampler", "gibbs"]):
         with pytest.raises(SystemExit):
             morpho_demo.parse_args(bad)
+
+
+def test_sachs_program_scores_and_intervenes(tmp_path):
+    from pyro_scm.inference import sachs_demo
+
+    from pyro_scm.datasets import SachsUnavailableError, sachs_files
+
+    try:
+        sachs_files()
+    except SachsUnavailableError:
+        pytest.skip("the Sachs data need cdt's files (pip install --no-deps cdt)")
+
+    args = ["--quick", "--epochs", "1", "--out", str(tmp_path), "--no-progress"]
+    metrics = sachs_demo.main(args)
+    assert metrics["heldout_loglik"] < 0 and "pmek" in metrics
+    assert az.from_netcdf(str(tmp_path / "do_pka_high.nc")).posterior["PKA"].shape[1] == 4000
+    assert "held-out log-likelihood" in (tmp_path / "summary.md").read_text()

@@ -127,3 +127,15 @@ def test_fit_argument_errors():
         Linear().fit(frame.assign(z=0.0), epochs=0)
     with pytest.raises(ps.errors.DataError, match="too few"):
         Linear().fit(frame.assign(z=0.0).iloc[:1], val_fraction=0.5)
+
+
+def test_log_prob_sums_the_mechanisms_densities():
+    scm = Linear()
+    x, y, z = torch.tensor([0.5, -1.0]), torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
+    normal = torch.distributions.Normal
+    expected = (
+        normal(0.0, 1.0).log_prob(x)
+        + normal(1.5 * x, 0.5).log_prob(y)
+        + normal(-0.8 * y + 0.7 * x, 0.3).log_prob(z)
+    )
+    torch.testing.assert_close(scm.log_prob({"x": x, "y": y, "z": z}), expected)
