@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> dict:
     counterfactual = scm.counterfactual(factual, do={"intensity": dim})
     mode = scm.backtrack(factual, antecedent={"intensity": dim}, method="mode")
     quick = args.quick
+    # stochastic DeepBC redraws non-ancestor latents from P_B(u* | u_F) = N(u_F, I/2): without the
+    # residual those are the VAE's latent code only, not 784 pixel noises
+    scm.image.residual = False
     sampled = scm.backtrack(
         factual,
         antecedent={"intensity": dim},
