@@ -22,57 +22,13 @@ import json
 import time
 from pathlib import Path
 
-import pyro
 import torch
 import torch.nn.functional as F
-from torch import nn
+from pyro_scm.models.mnist_diffusion import DigitImage
 
-import pyro_scm as ps
 from pyro_scm.datasets import load_mnist_digits
-from pyro_scm.mechanisms.diffusion import DiffusionMechanism, guidance_scale
+from pyro_scm.mechanisms.diffusion import guidance_scale
 from pyro_scm.metrics.diffusion import cld_per_unit, fit_class_autoencoders, fit_vae, im1, im2
-from pyro_scm.nets_diffusion import TimeMLP, UNet, UNetClassifier
-
-
-class Flat(nn.Module):
-    """Apply a vector network to flattened images: ``(B, 1, H, W)`` -> same shape or ``(B, K)``."""
-
-    def __init__(self, net: nn.Module, image: bool):
-        super().__init__()
-        self.net, self.image = net, image
-
-    def forward(self, x, t, context=None):
-        out = self.net(x.flatten(1), t, context)
-        return out.reshape(x.shape) if self.image else out
-
-
-class DigitImage(ps.SCM):
-    """digit -> image."""
-
-    def __init__(self, args):
-        super().__init__()
-        side = args.side
-        self.digit = ps.CategoricalMechanism(10)
-        if args.net == "unet":
-            eps = UNet(1, base=args.width, mults=(1, 2))
-            clf = UNetClassifier(1, 10, base=args.width, mults=(1, 2))
-        else:
-            eps = Flat(TimeMLP(side * side, hidden=(args.width,) * 3, time_dim=64), True)
-            clf = Flat(TimeMLP(side * side, 10, hidden=(args.width // 2,) * 2, time_dim=64), False)
-        self.image = DiffusionMechanism(
-            eps,
-            (1, side, side),
-            context=10,
-            predictor=clf,
-            guidance_scale=args.scale,
-            timesteps=args.timesteps,
-            beta_end=0.02 * 1000 / args.timesteps,
-            steps=args.steps,
-        )
-
-    def model(self):
-        digit = pyro.sample("digit", self.digit())
-        pyro.sample("image", self.image(digit))
 
 
 def load(side: int, n_test: int, seed: int):
@@ -140,7 +96,7 @@ def main() -> None:
     (xtr, ytr), (xte, yte) = load(args.side, args.test, seed=0)
 
     t0 = time.perf_counter()
-    scm = DigitImage(args)
+    scm = DigitImage(args.side, args.net, args.width, args.scale, args.timesteps, args.steps)
     scm.fit(
         {"digit": ytr, "image": xtr},
         epochs=args.epochs,

@@ -102,6 +102,11 @@ def noise_schedule(
     if timesteps < 1:
         raise MechanismError(f"a diffusion needs timesteps >= 1, got {timesteps}")
     if kind == "linear":
+        if not 0 < beta_start <= beta_end < 1:
+            raise MechanismError(
+                f"a linear schedule needs 0 < beta_start <= beta_end < 1, "
+                f"got {beta_start} and {beta_end}"
+            )
         return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
     if kind == "cosine":
         s = 0.008
