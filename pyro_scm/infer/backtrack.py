@@ -14,7 +14,7 @@ from ..errors import InterventionError, NonFiniteError, ShapeError, UnknownNodeE
 from ..results import QueryResult
 from .mode import solve_gradient, solve_linearized, supports_linearized
 from .reduced_form import ReducedForm
-from .stochastic import METHODS, backtracking_model, run_mcmc
+from .stochastic import METHODS, Annealer, backtracking_model, run_mcmc, sigma_schedule
 
 __all__ = ["BacktrackingWarning", "backtrack"]
 
@@ -39,6 +39,7 @@ def backtrack(
     num_chains: int = 1,
     warmup: int = 200,
     sigma: float = 1e-2,
+    anneal: float | None = None,
     step_size: float | None = None,
     num_steps: int = 10,
     max_tree_depth: int = 8,
@@ -75,6 +76,8 @@ def backtrack(
         num_chains: chains, run as a batch dimension.
         warmup: warmup steps (step-size adaptation).
         sigma: standard deviation of the antecedent likelihood relaxing the delta.
+        anneal: σ annealing: start warmup at this σ and decrease it geometrically to ``sigma``
+            over the first half of ``warmup`` (stochastic methods; None: no annealing).
         step_size: initial step size (Langevin default 1e-3, HMC/NUTS 0.01, adapted).
         num_steps: leapfrog steps of HMC.
         max_tree_depth: NUTS tree depth cap.
@@ -95,12 +98,15 @@ def backtrack(
         UnknownNodeError: an antecedent node the model does not have.
         ShapeError: an antecedent value that does not broadcast to ``(units, *event)``.
         NonFiniteError: NaN or infinite factual or antecedent values.
-        ValueError: an unknown method or solver, or an empty antecedent.
+        ValueError: an unknown method or solver, an empty antecedent, or a non-positive
+            ``sigma`` or ``anneal``.
     """
     if method != "mode" and method not in METHODS:
         raise ValueError(f"unknown backtracking method {method!r}; use 'mode' or one of {METHODS}")
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; use one of {SOLVERS}")
+    if not sigma > 0 or (anneal is not None and not anneal > 0):
+        raise ValueError(f"sigma and anneal must be positive, got {sigma!r} and {anneal!r}")
     distance = as_distance(distance)
     specs = scm.specs
     like = scm._like()
@@ -139,11 +145,12 @@ def backtrack(
     C, S = num_chains, num_samples
     direct = [n for n in rf.nodes if n not in rf.free and _can_sample(distance, n, rf, prior)]
     sampled = [n for n in rf.nodes if n not in direct]
-    model = backtracking_model(rf, distance, sampled, C, sigma, prior)
+    annealer = None if anneal is None else Annealer(sigma_schedule(sigma, anneal, warmup))
+    model = backtracking_model(rf, distance, sampled, C, annealer or sigma, prior)
     mode_u = rf.full_noise(sol.z)
     init = {f"u_{n}": mode_u[n].expand(C, *mode_u[n].shape).clone() for n in sampled}
     draws, stats = run_mcmc(
-        model, method, init, S, warmup, step_size, num_steps, max_tree_depth, progress
+        model, method, init, S, warmup, step_size, num_steps, max_tree_depth, progress, annealer
     )
     latents = {n: draws[f"u_{n}"].reshape(C * S, *draws[f"u_{n}"].shape[2:]) for n in sampled}
     with torch.no_grad():
@@ -153,6 +160,17 @@ def backtrack(
         latents = {n: latents[n] for n in rf.nodes}
         values = rf.run(latents, torch.Size([C * S, units]), relax=False)
     stats = {k: v.reshape(C * S, units) for k, v in stats.items()}
+    for n in rf.antecedent:
+        if n in kw["categorical"]:
+            miss = values[n].argmax(-1) != target[n].argmax(-1)
+            if bool(miss.any()):
+                warnings.warn(
+                    f"{int(miss.any(0).sum())} of {units} units have draws whose {n!r} is not the "
+                    f"antecedent class ({miss.float().mean().item():.1%} of draws); "
+                    f"lower sigma",
+                    BacktrackingWarning,
+                    stacklevel=2,
+                )
     return QueryResult(values=values, latents=latents, sample_stats=stats, num_chains=C, **kw)
 
 

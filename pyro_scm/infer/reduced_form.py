@@ -54,7 +54,8 @@ class RelaxedGumbelMax(MechanismDistribution):
         return self.base.event_shape
 
     def generate(self, u: Tensor) -> Tensor:
-        return F.softmax((self.base.logits + u) / self.temperature, -1)
+        self.perturbed = self.base.logits + u  # read by a categorical antecedent's residual
+        return F.softmax(self.perturbed / self.temperature, -1)
 
     def abduct(self, x: Tensor) -> Tensor:
         return self.base.abduct(x)
@@ -81,11 +82,13 @@ class _StopAfter(Messenger):
 
     def __init__(self, names: list[str]):
         super().__init__()
-        self.names, self.values = set(names), {}
+        self.names, self.values, self.perturbed = set(names), {}, {}
 
     def _pyro_post_sample(self, msg: dict) -> None:
         if msg["name"] in self.names:
             self.values[msg["name"]] = msg["value"]
+            if isinstance(msg["fn"], RelaxedGumbelMax):
+                self.perturbed[msg["name"]] = msg["fn"].perturbed
             if len(self.values) == len(self.names):
                 raise _Done
 
@@ -170,7 +173,15 @@ class ReducedForm:
         With ``until``, the program stops once those nodes are sampled and only they are
         returned (the antecedent needs no descendants).
         """
-        stop = _StopAfter(list(until or []))
+        stop = _StopAfter(list(until or [])) if until else None
+        trace = self._trace(noise, batch_shape, relax, fixed, stop)
+        if stop is not None:
+            return stop.values
+        return {
+            name: site["value"] for name, site in trace.nodes.items() if site["type"] == "sample"
+        }
+
+    def _trace(self, noise, batch_shape, relax, fixed, stop):
         try:
             with ExitStack() as stack:
                 stack.enter_context(poutine.block())  # an enclosing model sees none of it
@@ -178,14 +189,41 @@ class ReducedForm:
                 stack.enter_context(poutine.condition(data=dict(fixed or {})))
                 if relax:
                     stack.enter_context(Relax(self.temperature))
-                if until:
+                if stop is not None:
                     stack.enter_context(stop)
-                trace = poutine.trace(self.scm.model).get_trace()
+                return poutine.trace(self.scm.model).get_trace()
         except _Done:
-            return stop.values
-        return {
-            name: site["value"] for name, site in trace.nodes.items() if site["type"] == "sample"
-        }
+            return None
+
+    def antecedent_residual(
+        self,
+        noise: Mapping[str, Tensor],
+        batch_shape: torch.Size,
+        target: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
+        """F_A(u) − x*_A on relaxed ``noise``, flattened: ``(*batch_shape, M)``.
+
+        A categorical antecedent node contributes the hinge max(0, m − (g_k − g_j)) per class j
+        (zero for j = k), with g = logits + u the perturbed logits, k the target class and the
+        margin m = ``temperature``: it vanishes exactly when class k wins by at least m, so the
+        hard counterfactual has class k (the constraint is a set, not a point).
+        ``target`` (node -> ``(*, *event)``) defaults to x*_A for every unit.
+        """
+        target = self.target if target is None else target
+        stop = _StopAfter(self.antecedent)
+        self._trace(noise, batch_shape, True, None, stop)
+        parts = []
+        for n in self.antecedent:
+            if n in stop.perturbed:
+                g, t = stop.perturbed[n], target[n]
+                gap = (g * t).sum(-1, keepdim=True) - g
+                parts.append(torch.relu(self.temperature - gap) * (1 - t))
+            else:
+                v, t = stop.values[n], target[n]
+                ev = len(self.factual[n].shape) - 1
+                flat_v = v.reshape(*v.shape[: v.dim() - ev], -1)
+                parts.append(flat_v - t.reshape(*t.shape[: t.dim() - ev], -1))
+        return torch.cat(parts, -1)
 
     def full_noise(self, z: Tensor, rest: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Free latents from ``z`` ``(*batch, units, D)``, the others from ``rest`` or u_F."""
@@ -221,11 +259,9 @@ class ReducedForm:
         return self.run(self.full_noise(z, rest), batch, relax=relax, fixed=fixed)
 
     def residual(self, z: Tensor, rest: Mapping[str, Tensor] | None = None) -> Tensor:
-        """F_A(z) − x*_A, flattened: ``(*batch, units, M)`` (relaxed categorical nodes)."""
-        batch = z.shape[:-1]
-        values = self.run(self.full_noise(z, rest), batch, relax=True, until=self.antecedent)
-        flat = torch.cat([values[n].reshape(*batch, -1) for n in self.antecedent], -1)
-        return flat - self.target_flat
+        """F_A(z) − x*_A, flattened: ``(*batch, units, M)`` (relaxed categorical nodes; see
+        :meth:`antecedent_residual`)."""
+        return self.antecedent_residual(self.full_noise(z, rest), z.shape[:-1])
 
     def jacobian(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Per-unit residual ``(units, M)`` and Jacobian ``(units, M, D)`` at ``z`` ``(units, D)``.
@@ -234,15 +270,14 @@ class ReducedForm:
         function; latents of non-free nodes stay at the factual.
         """
         fixed = {n: self.u_factual[n] for n in self.nodes if n not in self.free}
+        target = {n: self.target[n] for n in self.antecedent}
 
-        def one(z_unit: Tensor, fixed_unit: dict, target_unit: Tensor):
+        def one(z_unit: Tensor, fixed_unit: dict, target_unit: dict):
             noise = {k: v.unsqueeze(0) for k, v in fixed_unit.items()}
             noise.update(self.unpack(z_unit.unsqueeze(0)))
-            values = self.run(noise, torch.Size([1]), relax=True, until=self.antecedent)
-            flat = torch.cat([values[n].reshape(1, -1) for n in self.antecedent], -1)[0]
-            r = flat - target_unit
+            r = self.antecedent_residual(noise, torch.Size([1]), target_unit)[0]
             return r, r
 
         jac = jacrev if self.constraint_dim <= self.dim else jacfwd
-        J, r = vmap(jac(one, has_aux=True))(z, fixed, self.target_flat)
+        J, r = vmap(jac(one, has_aux=True))(z, fixed, target)
         return r, J

@@ -13,6 +13,9 @@ units, valid because the joint target is the product), started at the mode.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -26,7 +29,7 @@ from ..distances import Distance
 from .kernels import LangevinKernel
 from .reduced_form import ReducedForm
 
-__all__ = ["backtracking_model", "run_mcmc"]
+__all__ = ["Annealer", "backtracking_model", "run_mcmc", "sigma_schedule"]
 
 METHODS = ("langevin", "mala", "hmc", "nuts")
 
@@ -43,14 +46,16 @@ def backtracking_model(
     distance: Distance,
     nodes: list[str],
     num_chains: int,
-    sigma: float,
+    sigma: float | Callable[[], float],
     prior: bool,
 ):
-    """The Pyro model over the latents of ``nodes``, sites ``u_<node>`` ``(chains, units, *e)``."""
+    """The Pyro model over the latents of ``nodes``, sites ``u_<node>`` ``(chains, units, *e)``.
+
+    ``sigma`` is the antecedent likelihood's scale, or a callable read at every run (annealing).
+    """
     like = rf.z_factual
     batch = torch.Size([num_chains, rf.units])
     dims = rf.event_dims()
-    target = rf.target_flat.expand(num_chains, *rf.target_flat.shape)
 
     def model() -> None:
         u = {}
@@ -64,22 +69,60 @@ def backtracking_model(
         pyro.factor("backtracking", -distance.total(u, u_f, dims))
         noise = {n: rf.u_factual[n].expand(num_chains, *rf.u_factual[n].shape) for n in rf.nodes}
         noise.update(u)
-        values = rf.run(noise, batch, relax=True, until=rf.antecedent)
-        f_a = torch.cat([values[n].reshape(*batch, -1) for n in rf.antecedent], -1)
-        pyro.sample("antecedent", dist.Normal(f_a, sigma).to_event(1), obs=target)
+        r = rf.antecedent_residual(noise, batch)
+        scale = sigma() if callable(sigma) else sigma
+        pyro.sample("antecedent", dist.Normal(r, scale).to_event(1), obs=torch.zeros_like(r))
 
     return model
+
+
+def sigma_schedule(sigma: float, start: float, warmup: int) -> Callable[[int], float]:
+    """σ before warmup step t (0-based): geometric from ``start`` to ``sigma`` over the first
+    half of warmup, then ``sigma`` (the second half adapts the step size at the final σ)."""
+    steps = max(warmup // 2, 1)
+    ratio = math.log(sigma / start)
+
+    def at(t: int) -> float:
+        return sigma if t >= steps else start * math.exp(ratio * t / steps)
+
+    return at
+
+
+class Annealer:
+    """Holds the current σ for :func:`backtracking_model`; as a ``hook_fn`` it moves σ along
+    ``schedule`` during warmup and drops the kernel's cached density (which used the old σ)."""
+
+    def __init__(self, schedule: Callable[[int], float]):
+        self.schedule, self.value, self.history = schedule, schedule(0), [schedule(0)]
+
+    def __call__(self) -> float:
+        return self.value
+
+    def step(self, kernel, stage: str, i: int) -> None:
+        """After warmup step ``i``: set σ for step ``i + 1``."""
+        if not stage.startswith("Warmup"):
+            return
+        new = self.schedule(i + 1)
+        if new != self.value:
+            self.value = new
+            if isinstance(kernel, LangevinKernel):
+                kernel._cache = None
+            else:
+                kernel.clear_cache()
+        self.history.append(self.value)
 
 
 class _Stats:
     """A ``hook_fn`` recording per-draw sampler statistics ``(chains, units)``."""
 
-    def __init__(self, batch: torch.Size, like: Tensor):
-        self.batch, self.like = batch, like
+    def __init__(self, batch: torch.Size, like: Tensor, annealer: Annealer | None = None):
+        self.batch, self.like, self.annealer = batch, like, annealer
         self.rows: dict[str, list[Tensor]] = {"accept_prob": [], "step_size": [], "diverging": []}
         self._mean, self._div = 0.0, 0
 
     def __call__(self, kernel, params, stage: str, i: int) -> None:
+        if self.annealer is not None:
+            self.annealer.step(kernel, stage, i)
         if not stage.startswith("Sample"):
             return
         full = dict(dtype=self.like.dtype, device=self.like.device)
@@ -114,8 +157,12 @@ def run_mcmc(
     num_steps: int,
     max_tree_depth: int,
     progress: bool,
+    annealer: Annealer | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Run MCMC: sites ``(chains, draws, units, *e)``, stats ``(chains, draws, units)``."""
+    """Run MCMC: sites ``(chains, draws, units, *e)``, stats ``(chains, draws, units)``.
+
+    ``annealer``: the σ holder the model reads, moved along its schedule during warmup.
+    """
     like = next(iter(init.values()))
     batch = like.shape[:2]
     model = poutine.infer_config(model, lambda msg: {})  # a fresh callable per run
@@ -131,7 +178,7 @@ def run_mcmc(
         kernel = HMC(model, step_size=step_size or 0.01, num_steps=num_steps, adapt_step_size=True)
     else:
         kernel = NUTS(model, step_size=step_size or 0.01, max_tree_depth=max_tree_depth)
-    stats = _Stats(batch, like)
+    stats = _Stats(batch, like, annealer)
     mcmc = MCMC(
         kernel,
         num_samples=num_samples,
