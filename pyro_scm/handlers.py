@@ -17,7 +17,7 @@ from pyro.poutine.messenger import Messenger
 from torch import Tensor
 
 from .errors import MechanismError
-from .mechanisms.base import MechanismDistribution
+from .mechanisms.base import MechanismDistribution, WrappedMechanismDistribution
 
 __all__ = ["Abduct", "ReplayNoise", "Shift", "ShiftedDistribution", "as_mechanism"]
 
@@ -82,24 +82,12 @@ class ReplayNoise(Messenger):
         msg["value"] = fn.generate(self.noise[name])
 
 
-class ShiftedDistribution(MechanismDistribution):
+class ShiftedDistribution(WrappedMechanismDistribution):
     """The mechanism ``x = fn(f(u; pa))``: a site's mechanism followed by a map of its value."""
 
     def __init__(self, base: MechanismDistribution, fn: Callable[[Tensor], Tensor]):
-        self.base, self.fn = base, fn
-        self.mechanism = base.mechanism
-
-    @property
-    def noise(self):
-        return self.base.noise
-
-    @property
-    def batch_shape(self) -> torch.Size:
-        return self.base.batch_shape
-
-    @property
-    def event_shape(self) -> torch.Size:
-        return self.base.event_shape
+        super().__init__(base)
+        self.fn = fn
 
     def generate(self, u: Tensor) -> Tensor:
         return torch.as_tensor(self.fn(self.base.generate(u)))

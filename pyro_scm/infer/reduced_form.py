@@ -18,7 +18,6 @@ import math
 from collections.abc import Mapping
 from contextlib import ExitStack
 
-import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 import torch.nn.functional as F
@@ -28,37 +27,22 @@ from torch.func import jacfwd, jacrev, vmap
 
 from .. import graph as g
 from ..handlers import ReplayNoise
-from ..mechanisms.base import MechanismDistribution
+from ..mechanisms.base import WrappedMechanismDistribution
 from ..mechanisms.categorical import GumbelMaxDistribution
 
 __all__ = ["ReducedForm", "Relax", "RelaxedGumbelMax"]
 
 
-class RelaxedGumbelMax(MechanismDistribution):
+class RelaxedGumbelMax(WrappedMechanismDistribution):
     """softmax((logits + u) / τ): the differentiable relaxation of a Gumbel-max mechanism."""
 
     def __init__(self, base: GumbelMaxDistribution, temperature: float):
-        self.base, self.temperature = base, temperature
-        self.mechanism = base.mechanism
-
-    @property
-    def noise(self) -> dist.Distribution:
-        return self.base.noise
-
-    @property
-    def batch_shape(self) -> torch.Size:
-        return self.base.batch_shape
-
-    @property
-    def event_shape(self) -> torch.Size:
-        return self.base.event_shape
+        super().__init__(base)
+        self.temperature = temperature
 
     def generate(self, u: Tensor) -> Tensor:
         self.perturbed = self.base.logits + u  # read by a categorical antecedent's residual
         return F.softmax(self.perturbed / self.temperature, -1)
-
-    def abduct(self, x: Tensor) -> Tensor:
-        return self.base.abduct(x)
 
 
 class Relax(Messenger):

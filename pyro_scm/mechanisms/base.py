@@ -29,6 +29,7 @@ __all__ = [
     "Mechanism",
     "MechanismDistribution",
     "TransformedMechanismDistribution",
+    "WrappedMechanismDistribution",
     "flatten_parents",
 ]
 
@@ -60,6 +61,37 @@ class MechanismDistribution:
     def loss(self, x: Tensor) -> Tensor:
         """Training loss per unit, ``(*batch,)``; the negative log-likelihood by default."""
         return -self.log_prob(x)  # type: ignore[attr-defined]
+
+
+class WrappedMechanismDistribution(MechanismDistribution):
+    """A mechanism distribution built on another: same noise, shapes and module.
+
+    Subclasses change ``generate`` (an intervention on the mechanism, a relaxation, ...);
+    ``abduct`` and ``loss`` defer to the wrapped distribution.
+    """
+
+    def __init__(self, base: MechanismDistribution):
+        self.base = base
+        self.mechanism = base.mechanism
+        self.parents = getattr(base, "parents", ())
+
+    @property
+    def noise(self) -> dist.Distribution:
+        return self.base.noise
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self.base.batch_shape
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return self.base.event_shape
+
+    def abduct(self, x: Tensor) -> Tensor:
+        return self.base.abduct(x)
+
+    def loss(self, x: Tensor) -> Tensor:
+        return self.base.loss(x)
 
 
 class TransformedMechanismDistribution(MechanismDistribution, dist.TransformedDistribution):
