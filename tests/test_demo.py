@@ -82,3 +82,16 @@ def test_sachs_program_scores_and_intervenes(tmp_path):
     assert metrics["heldout_loglik"] < 0 and "pmek" in metrics
     assert az.from_netcdf(str(tmp_path / "do_pka_high.nc")).posterior["PKA"].shape[1] == 4000
     assert "held-out log-likelihood" in (tmp_path / "summary.md").read_text()
+
+
+def test_diffusion_program_writes_counterfactuals(tmp_path):
+    from pyro_scm.inference import diffusion_demo
+
+    args = ["--quick", "--epochs", "1", "--units", "3", "--out", str(tmp_path), "--no-progress"]
+    metrics = diffusion_demo.main(args)
+    idata = az.from_netcdf(str(tmp_path / "counterfactual.nc"))
+    assert idata.posterior["image"].shape == (1, 1, 3, 1, 14, 14)
+    assert 0 <= metrics["target_hit"] <= 1
+    assert matplotlib.image.imread(tmp_path / "counterfactuals.png").ndim == 3
+    with pytest.raises(SystemExit):
+        diffusion_demo.parse_args(["--units", "0"])
