@@ -95,3 +95,8 @@ def test_diffusion_program_writes_counterfactuals(tmp_path):
     assert matplotlib.image.imread(tmp_path / "counterfactuals.png").ndim == 3
     with pytest.raises(SystemExit):
         diffusion_demo.parse_args(["--units", "0"])
+
+
+def test_console_bench_runs_the_benchmark_runner(tmp_path):
+    assert cli.main(["bench", "--smoke", "--no-peers", "--no-speed", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "results.json").exists()
