@@ -76,6 +76,7 @@ class ConvEncoder(nn.Module):
         self.head = MLP(features + context, 2 * latent_dim, (hidden,))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Encoder output ``(B, 2L)``: latent means and log-scales."""
         return self.head(_cat(self.conv(x), context))
 
 
@@ -106,6 +107,7 @@ class ConvDecoder(nn.Module):
         )
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Decoder output ``(B, C, S, S)`` (logits or means, by the likelihood)."""
         h = self.head(_cat(z, context))
         return self.deconv(h.reshape(-1, *self.shape))
 
@@ -120,6 +122,7 @@ class MLPEncoder(nn.Module):
         self.net = MLP(features + context, 2 * latent_dim, hidden)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Encoder output ``(B, 2L)``: latent means and log-scales."""
         return self.net(_cat(x, context))
 
 
@@ -133,4 +136,5 @@ class MLPDecoder(nn.Module):
         self.net = MLP(latent_dim + context, features, hidden)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Decoder output ``(B, *event)``."""
         return self.net(_cat(z, context))

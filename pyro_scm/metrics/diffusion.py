@@ -122,6 +122,7 @@ class ClassAutoencoders(nn.Module):
         self.all = _Autoencoder(features, latent, hidden)
 
     def reconstruct(self, x: Tensor, classes: Tensor | None = None) -> Tensor:
+        """Reconstructions by every class's autoencoder, or by the autoencoder of ``classes``."""
         if classes is None:
             return self.all(x)
         out = torch.empty_like(x)

@@ -85,6 +85,7 @@ class DigitClassifier(nn.Module):
         return self.body(x)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Class logits ``(B, num_classes)`` of images ``(B, C, H, W)``."""
         return self.head(self.body(x))
 
 
