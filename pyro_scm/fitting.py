@@ -124,10 +124,11 @@ def fit(
             total.backward()
             optimizer.step()
             for k in sums:
-                sums[k] += losses[k].item() / steps
+                sums[k] = sums[k] + losses[k].detach() / steps  # no device sync per step
         scm.eval()
         with torch.no_grad():
             val_losses = mechanism_losses(scm, val) if val is not None else {}
+        sums = {k: float(v) for k, v in sums.items()}
         for k, train_loss in sums.items():
             val_loss = val_losses[k].item() if k in val_losses else float("nan")
             history.append({"epoch": epoch, "node": k, "train": train_loss, "val": val_loss})
