@@ -1,6 +1,8 @@
 """Write ``docs/benchmarks.md`` from a run.py JSON, with the published DCM medians beside ours.
 
 python -m benchmarks.report benchmarks/out/quick/results.json --out docs/benchmarks.md
+
+Several JSONs (slices of one mode run in parallel, see ``run.py --scm``) are merged into one page.
 """
 
 from __future__ import annotations
@@ -81,16 +83,32 @@ def render(result: dict) -> str:
     ]
     if result.get("speed"):
         parts += ["## Speed", "", speed_table(result["speed"]), ""]
-    parts += [f"Total run time: {result['total_s']:.0f} s.", ""]
+    slices = result.get("slices", 1)
+    over = f" (sum over {slices} slices run side by side)" if slices > 1 else ""
+    parts += [f"Total run time{over}: {result['total_s']:.0f} s.", ""]
     return "\n".join(parts)
+
+
+def merge(results: list[dict]) -> dict:
+    """One result from slices of a run: records concatenated, the first speed table kept."""
+    first = dict(results[0])
+    if len(results) == 1:
+        return first
+    first["dcm"] = [r for res in results for r in res["dcm"]]
+    first["comparison"] = [r for res in results for r in res["comparison"]]
+    first["seeds"] = sorted({s for res in results for s in res["seeds"]})
+    first["total_s"] = sum(res["total_s"] for res in results)
+    first["slices"] = len(results)
+    first["speed"] = next((res["speed"] for res in results if res.get("speed")), None)
+    return first
 
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json", nargs="?", default="benchmarks/out/run/results.json")
+    parser.add_argument("json", nargs="*", default=["benchmarks/out/run/results.json"])
     parser.add_argument("--out", default="docs/benchmarks.md")
     args = parser.parse_args(argv)
-    text = render(json.loads(Path(args.json).read_text()))
+    text = render(merge([json.loads(Path(p).read_text()) for p in args.json]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")

@@ -3,6 +3,10 @@
     python -m benchmarks.run --quick            # a few minutes: triangle + chain nonlinear, 1 seed
     python -m benchmarks.run                    # full: every DCM SCM, 10 seeds, DCM's sizes
     python -m benchmarks.run --smoke            # seconds: one tiny SCM (CI)
+    python -m benchmarks.run --scm dcm-y:nonadditive --seeds 3 --methods nsf,dowhy   # a slice
+
+``--scm``, ``--seeds`` and ``--methods`` narrow any mode to a slice of it (the full mode takes
+hours on a 2-core CPU).
 
 Methods: pyro_scm with NSF flow and with loc-scale mechanisms, the true SCM (additive SCMs: a
 check on the harness, ~0 counterfactual error), and where installed ChiRho (over pyro_scm's fitted
@@ -89,8 +93,21 @@ def mode_config(mode: str) -> dict:
     }
 
 
-def make_methods(settings: Settings, peers: dict, syn) -> list:
-    """The methods run on ``syn`` (true model only for additive SCMs; DoWhy scalar nodes only)."""
+METHOD_KEYS = {
+    "pyro_scm-nsf": "nsf",
+    "pyro_scm-locscale": "locscale",
+    "true-scm": "true",
+    "chirho[nsf]": "chirho",
+    "dowhy-anm": "dowhy",
+}
+
+
+def make_methods(settings: Settings, peers: dict, syn, only: set[str] | None = None) -> list:
+    """The methods run on ``syn`` (true model only for additive SCMs; DoWhy scalar nodes only).
+
+    ``only``: keys of :data:`METHOD_KEYS` to keep (None: all). ChiRho reuses the NSF model, so
+    it needs ``nsf`` too.
+    """
     fit = {
         "epochs": settings.epochs,
         "patience": settings.patience,
@@ -105,6 +122,8 @@ def make_methods(settings: Settings, peers: dict, syn) -> list:
         methods.append(ChiRhoMethod(nsf))
     if peers["dowhy"].startswith("ok") and not any(len(s) for s in syn.event_shapes.values()):
         methods.append(DoWhyANMMethod())
+    if only is not None:
+        methods = [m for m in methods if METHOD_KEYS[m.name] in only]
     return methods
 
 
@@ -122,14 +141,14 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
-def run_dcm(config: dict, peers: dict, log=print) -> list[dict]:
+def run_dcm(config: dict, peers: dict, log=print, only: set[str] | None = None) -> list[dict]:
     """Every (SCM, method, seed) of the mode; one summary record per (SCM, method)."""
     records = []
     for name, variant in config["scms"]:
         syn = load_synthetic(name, variant)
         runs: dict[str, list[dict]] = {}
         for seed in config["seeds"]:
-            for method in make_methods(config["settings"], peers, syn):
+            for method in make_methods(config["settings"], peers, syn, only):
                 start = time.perf_counter()
                 result = evaluate(method, syn, seed, config["settings"])
                 runs.setdefault(method.name, []).append(result)
@@ -282,6 +301,16 @@ def markdown(result: dict) -> str:
     return "\n".join(parts)
 
 
+def _parse_scm(text: str) -> tuple[str, str]:
+    name, _, variant = text.partition(":")
+    if name not in DCM_SCMS or variant not in VARIANTS:
+        raise SystemExit(
+            f"--scm {text!r}: expected NAME:VARIANT with NAME in {DCM_SCMS} and VARIANT in "
+            f"{VARIANTS}"
+        )
+    return name, variant
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group()
@@ -291,10 +320,37 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-speed", action="store_true", help="skip the speed table")
     parser.add_argument("--no-peers", action="store_true", help="skip ChiRho and DoWhy")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--scm",
+        action="append",
+        metavar="NAME:VARIANT",
+        help="run only this SCM of the mode's protocol (repeatable), e.g. dcm-y:nonadditive",
+    )
+    parser.add_argument("--seeds", type=int, help="run only the first N seeds of the mode")
+    parser.add_argument(
+        "--methods",
+        help=f"comma-separated subset of {', '.join(METHOD_KEYS.values())} (chirho needs nsf)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     config = mode_config(mode)
+    if args.scm:
+        config["scms"] = [_parse_scm(text) for text in args.scm]
+    if args.seeds is not None:
+        if args.seeds < 1:
+            parser.error("--seeds must be at least 1")
+        config["seeds"] = list(range(args.seeds))
+    narrowed = bool(args.scm or args.seeds is not None or args.methods)
+    only = None
+    if args.methods:
+        only = {m.strip() for m in args.methods.split(",") if m.strip()}
+        unknown = only - set(METHOD_KEYS.values())
+        if unknown or ("chirho" in only and "nsf" not in only):
+            parser.error(
+                f"--methods takes {', '.join(METHOD_KEYS.values())} (chirho with nsf), "
+                f"got {args.methods!r}"
+            )
     peers = peer_status()
     if args.no_peers:
         peers = dict.fromkeys(peers, "skipped (--no-peers)")
@@ -302,9 +358,9 @@ def main(argv: list[str] | None = None) -> dict:
         if not state.startswith("ok"):
             print(f"peer {name}: {state}; its benchmarks are skipped")
     start = time.perf_counter()
-    records = run_dcm(config, peers)
+    records = run_dcm(config, peers, only=only)
     result = {
-        "mode": mode,
+        "mode": f"{mode} (slice)" if narrowed else mode,
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} thread(s)",
         "peers": peers,

@@ -69,3 +69,31 @@ def test_modes_are_configured():
     full = run.mode_config("full")
     assert len(full["scms"]) == 12 and full["seeds"] == list(range(10))
     assert full["settings"].n_train == 5000 and full["settings"].num_values == 20
+
+
+def test_slices_run_and_merge_into_one_report(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run.main(["--smoke", "--no-speed", "--methods", "true", "--seeds", "1", "--out", str(a)])
+    run.main(["--smoke", "--methods", "true", "--scm", "dcm-triangle:nonlinear", "--out", str(b)])
+    saved = [json.loads((p / "results.json").read_text()) for p in (a, b)]
+    assert saved[0]["mode"] == "smoke (slice)"
+    assert [r["method"] for r in saved[0]["dcm"]] == ["true-scm"]
+    assert [r["scm"] for r in saved[1]["dcm"]] == ["dcm-triangle"]
+    merged = report.merge(saved)
+    assert [r["scm"] for r in merged["dcm"]] == ["dcm-chain", "dcm-triangle"]
+    assert merged["slices"] == 2 and merged["total_s"] == pytest.approx(
+        saved[0]["total_s"] + saved[1]["total_s"]
+    )
+    text = report.main(
+        [str(a / "results.json"), str(b / "results.json"), "--out", str(tmp_path / "m.md")]
+    )
+    assert "dcm-triangle[nonlinear] | true-scm" in text and "sum over 2 slices" in text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--methods", "chirho"], ["--methods", "nsf,magic"], ["--scm", "dcm-chain"], ["--seeds", "0"]],
+)
+def test_bad_slice_arguments_exit(argv, tmp_path):
+    with pytest.raises(SystemExit):
+        run.main(["--smoke", "--out", str(tmp_path), *argv])
