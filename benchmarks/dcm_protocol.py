@@ -22,7 +22,11 @@ from .methods import Method, Values, timed
 
 @dataclass
 class Settings:
-    """Protocol sizes; the defaults are DCM's (``--quick`` shrinks them)."""
+    """Protocol sizes; the defaults are DCM's (``--quick`` shrinks them).
+
+    Training (ours): Adam, learning rate multiplied by ``lr_decay`` on each of ``max_decays``
+    plateaus of ``patience`` epochs per mechanism, then early stopping (``pyro_scm.fit``).
+    """
 
     n_train: int = 5000
     num_values: int = 20
@@ -30,7 +34,9 @@ class Settings:
     n_int: int = 100
     n_cf: int = 100
     epochs: int = 200
-    patience: int = 10
+    patience: int = 5
+    lr_decay: float = 0.3
+    max_decays: int = 3
     batch_size: int = 256
     hidden: tuple[int, ...] = (64, 64)
     transforms: int = 3

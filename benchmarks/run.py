@@ -8,10 +8,10 @@
 ``--scm``, ``--seeds`` and ``--methods`` narrow any mode to a slice of it (the full mode takes
 hours on a 2-core CPU).
 
-Methods: pyro_scm with NSF flow and with loc-scale mechanisms, the true SCM (additive SCMs: a
-check on the harness, ~0 counterfactual error), and where installed ChiRho (over pyro_scm's fitted
-NSF mechanisms) and DoWhy gcm (ANM). Peers belong to the benchmark environment
-(``.venv-bench``); a missing peer is reported and skipped. Writes ``results.json`` and
+Methods: pyro_scm with NSF flow, loc-scale and additive-noise (``anm``) mechanisms, the true
+SCM (additive SCMs: a check on the harness, ~0 counterfactual error), and where installed ChiRho
+(over pyro_scm's fitted NSF mechanisms) and DoWhy gcm (ANM). Peers belong to the benchmark
+environment (``.venv-bench``); a missing peer is reported and skipped. Writes ``results.json`` and
 ``results.md`` to ``--out`` (default ``benchmarks/out/run``); ``benchmarks/report.py`` turns the
 JSON into ``docs/benchmarks.md``.
 """
@@ -61,7 +61,7 @@ def mode_config(mode: str) -> dict:
         }
     if mode == "quick":
         settings = Settings(
-            n_train=2000, num_values=5, epochs=40, patience=8, hidden=(32, 32), transforms=2
+            n_train=2000, num_values=5, epochs=40, patience=4, hidden=(32, 32), transforms=2
         )
         speed = {
             "units": 10_000,
@@ -96,6 +96,7 @@ def mode_config(mode: str) -> dict:
 METHOD_KEYS = {
     "pyro_scm-nsf": "nsf",
     "pyro_scm-locscale": "locscale",
+    "pyro_scm-anm": "anm",
     "true-scm": "true",
     "chirho[nsf]": "chirho",
     "dowhy-anm": "dowhy",
@@ -111,11 +112,17 @@ def make_methods(settings: Settings, peers: dict, syn, only: set[str] | None = N
     fit = {
         "epochs": settings.epochs,
         "patience": settings.patience,
+        "lr_decay": settings.lr_decay,
+        "max_decays": settings.max_decays,
         "batch_size": settings.batch_size,
     }
     build = {"hidden": settings.hidden, "transforms": settings.transforms}
     nsf = PyroSCMMethod("nsf", fit_kwargs=fit, **build)
-    methods = [nsf, PyroSCMMethod("locscale", fit_kwargs=fit, hidden=settings.hidden)]
+    methods = [
+        nsf,
+        PyroSCMMethod("locscale", fit_kwargs=fit, hidden=settings.hidden),
+        PyroSCMMethod("anm", fit_kwargs=fit, hidden=settings.hidden),
+    ]
     if syn.is_additive:
         methods.append(TrueMethod())
     if peers["chirho"].startswith("ok"):

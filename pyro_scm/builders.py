@@ -32,8 +32,9 @@ def make_mechanism(
 ) -> Mechanism:
     """A learned mechanism of the given kind for a node with ``context`` parent features.
 
-    Kinds: ``"nsf"`` and ``"maf"`` (zuko flows), ``"locscale"`` (heteroscedastic Gaussian), or a
-    callable ``(node, event_shape, context) -> Mechanism``. Categorical nodes always get a
+    Kinds: ``"nsf"`` and ``"maf"`` (zuko flows), ``"locscale"`` (heteroscedastic Gaussian),
+    ``"anm"`` (additive Gaussian noise of learned constant scale), or a callable
+    ``(node, event_shape, context) -> Mechanism``. Categorical nodes always get a
     :class:`CategoricalMechanism`.
     """
     if spec.num_classes is not None:
@@ -53,10 +54,13 @@ def make_mechanism(
             features=features, context=context, transforms=transforms, hidden_features=hidden
         )
         return FlowMechanism(flow, context=context, event_shape=spec.event_shape)
-    if kind == "locscale":
-        return LocScaleMechanism.learned(context, spec.event_shape, hidden)
+    if kind in ("locscale", "anm"):
+        return LocScaleMechanism.learned(
+            context, spec.event_shape, hidden, heteroscedastic=kind == "locscale"
+        )
     raise MechanismError(
-        f"unknown mechanism {kind!r} for node {node!r}; use 'nsf', 'maf', 'locscale' or a callable"
+        f"unknown mechanism {kind!r} for node {node!r}; use 'nsf', 'maf', 'locscale', 'anm' or "
+        "a callable"
     )
 
 
@@ -98,7 +102,7 @@ def from_graph(
     Args:
         graph: a DAG over the nodes of ``data``.
         data: a DataFrame or dict node -> ``(units, *event)``.
-        mechanism: ``"nsf"``, ``"maf"``, ``"locscale"``, a callable
+        mechanism: ``"nsf"``, ``"maf"``, ``"locscale"``, ``"anm"``, a callable
             ``(node, event_shape, context) -> Mechanism``, or a dict node -> one of these.
         categorical: node -> number of classes, for categorical nodes given as class indices.
         hidden: hidden layer sizes of the networks.

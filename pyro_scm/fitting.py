@@ -60,6 +60,8 @@ def fit(
     weight_decay: float = 0.0,
     val_fraction: float = 0.1,
     patience: int = 10,
+    lr_decay: float | None = None,
+    max_decays: int = 3,
     seed: int | None = 0,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -76,7 +78,10 @@ def fit(
         lr: Adam's learning rate.
         weight_decay: Adam's weight decay.
         val_fraction: share of units held out for validation (0 disables early stopping).
-        patience: epochs without improvement before a mechanism stops.
+        patience: epochs without improvement before a mechanism stops (or, with ``lr_decay``,
+            before its learning rate is multiplied by ``lr_decay``).
+        lr_decay: reduce-on-plateau factor in (0, 1), per mechanism; None keeps ``lr`` fixed.
+        max_decays: with ``lr_decay``, the plateaus a mechanism decays on; it stops at the next.
         seed: seed of the split and the shuffling (None: torch's global generator).
         progress: show a tqdm progress bar.
 
@@ -85,6 +90,10 @@ def fit(
     """
     if epochs < 1 or batch_size < 1 or not 0 <= val_fraction < 1:
         raise DataError("fit needs epochs >= 1, batch_size >= 1 and 0 <= val_fraction < 1")
+    if lr_decay is not None and not (0 < lr_decay < 1 and max_decays >= 0):
+        raise DataError(
+            f"fit needs 0 < lr_decay < 1 and max_decays >= 0, got {lr_decay}, {max_decays}"
+        )
     values = to_node_tensors(data, scm.specs, where="training data", like=scm._like())
     units = next(iter(values.values())).shape[0]
     device = next(iter(values.values())).device
@@ -106,9 +115,8 @@ def fit(
     history: list[dict] = []
     if not trainable:
         return pd.DataFrame(history, columns=["epoch", "node", "train", "val"])
-    params = list({id(p): p for m in trainable.values() for p in m.parameters()}.values())
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    stopper = _EarlyStopping(trainable, patience)
+    optimizer = torch.optim.Adam(_param_groups(trainable), lr=lr, weight_decay=weight_decay)
+    stopper = _EarlyStopping(trainable, patience, optimizer, lr_decay, max_decays)
     n_train = units - n_val
     steps = math.ceil(n_train / batch_size)
     bar = tqdm(range(epochs), desc="fit", disable=not progress, leave=False)
@@ -142,15 +150,36 @@ def fit(
     return pd.DataFrame(history)
 
 
-class _EarlyStopping:
-    """Per-mechanism best weights and patience."""
+def _param_groups(mechanisms: dict[str, nn.Module]) -> list[dict]:
+    """One Adam parameter group per mechanism (a shared parameter joins the first one's)."""
+    seen: set[int] = set()
+    groups = []
+    for node, m in mechanisms.items():
+        params = [p for p in m.parameters() if id(p) not in seen]
+        seen.update(id(p) for p in params)
+        if params:
+            groups.append({"params": params, "node": node})
+    return groups
 
-    def __init__(self, mechanisms: dict[str, nn.Module], patience: int):
+
+class _EarlyStopping:
+    """Per-mechanism best weights, patience and (optionally) learning-rate decay on plateaus."""
+
+    def __init__(
+        self,
+        mechanisms: dict[str, nn.Module],
+        patience: int,
+        optimizer: torch.optim.Optimizer | None = None,
+        lr_decay: float | None = None,
+        max_decays: int = 0,
+    ):
         self.mechanisms, self.patience = mechanisms, patience
+        self.optimizer, self.lr_decay = optimizer, lr_decay
         self.active = list(mechanisms)
         self.best = dict.fromkeys(mechanisms, math.inf)
         self.state = {k: copy.deepcopy(m.state_dict()) for k, m in mechanisms.items()}
         self.wait = dict.fromkeys(mechanisms, 0)
+        self.decays_left = dict.fromkeys(mechanisms, max_decays if lr_decay else 0)
 
     def update(self, node: str, loss: float) -> None:
         best = self.best[node]
@@ -159,7 +188,15 @@ class _EarlyStopping:
             self.state[node] = copy.deepcopy(self.mechanisms[node].state_dict())
         else:
             self.wait[node] += 1
-            if self.wait[node] >= self.patience:
+            if self.wait[node] < self.patience:
+                return
+            if self.decays_left[node] > 0:
+                self.decays_left[node] -= 1
+                self.wait[node] = 0
+                for group in self.optimizer.param_groups:
+                    if group.get("node") == node:
+                        group["lr"] *= self.lr_decay
+            else:
                 self.active.remove(node)
 
     def restore(self) -> None:

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 from scms import Linear
+from torch import nn
 
 import pyro_scm as ps
 
@@ -18,7 +19,7 @@ def _anm_frame(n=1500, seed=0):
     return pd.DataFrame({"x": x.numpy(), "y": y.numpy()}), x, y, u
 
 
-@pytest.mark.parametrize("kind", ["maf", "nsf", "locscale"])
+@pytest.mark.parametrize("kind", ["maf", "nsf", "locscale", "anm"])
 def test_fitted_model_recovers_counterfactuals_of_a_nonlinear_anm(kind, device):
     frame, x, y, u = _anm_frame()
     scm = ps.SCM.from_graph(nx.DiGraph([("x", "y")]), frame, mechanism=kind, hidden=(32, 32))
@@ -127,6 +128,45 @@ def test_fit_argument_errors():
         Linear().fit(frame.assign(z=0.0), epochs=0)
     with pytest.raises(ps.errors.DataError, match="too few"):
         Linear().fit(frame.assign(z=0.0).iloc[:1], val_fraction=0.5)
+    for bad in (0.0, 1.0, 2.0):
+        with pytest.raises(ps.errors.DataError, match="lr_decay"):
+            Linear().fit(frame.assign(z=0.0), lr_decay=bad)
+
+
+def test_plateaus_decay_the_learning_rate_of_that_mechanism_only():
+    from pyro_scm.fitting import _EarlyStopping, _param_groups
+
+    mechanisms = {"a": nn.Linear(1, 1), "b": nn.Linear(1, 1)}
+    optimizer = torch.optim.Adam(_param_groups(mechanisms), lr=1.0)
+    stopper = _EarlyStopping(
+        mechanisms, patience=2, optimizer=optimizer, lr_decay=0.5, max_decays=2
+    )
+    lrs = {g["node"]: g for g in optimizer.param_groups}
+    stopper.update("a", 1.0)
+    stopper.update("b", 1.0)
+    for _ in range(2):
+        stopper.update("a", 2.0)
+    assert lrs["a"]["lr"] == 0.5 and lrs["b"]["lr"] == 1.0 and stopper.active == ["a", "b"]
+    stopper.update("a", 0.5)  # an improvement resets the wait, not the learning rate
+    for _ in range(2):
+        stopper.update("a", 2.0)
+    assert lrs["a"]["lr"] == 0.25 and "a" in stopper.active
+    stopper.update("a", 2.0)
+    stopper.update("a", 2.0)  # the third plateau: no decays left, it stops
+    assert stopper.active == ["b"] and lrs["a"]["lr"] == 0.25
+
+
+def test_lr_decay_trains_on_past_the_first_plateau_to_a_better_fit():
+    frame, *_ = _anm_frame(600)
+
+    def run(**kwargs):
+        scm = ps.SCM.from_graph(nx.DiGraph([("x", "y")]), frame, mechanism="anm", hidden=(8,))
+        history = scm.fit(frame, epochs=300, lr=5e-2, patience=3, progress=False, **kwargs)
+        y = history[history.node == "y"]
+        return y.epoch.max(), y.val.min()
+
+    (plain_epochs, plain_best), (decay_epochs, decay_best) = run(), run(lr_decay=0.3)
+    assert decay_epochs > plain_epochs and decay_best < plain_best
 
 
 def test_log_prob_sums_the_mechanisms_densities():

@@ -26,6 +26,10 @@ def _registry():
             [()],
         ),
         "locscale-learned": (lambda: ps.LocScaleMechanism.learned(3, (2,)), [(2,), ()]),
+        "anm-learned": (
+            lambda: ps.LocScaleMechanism.learned(3, (2,), heteroscedastic=False),
+            [(2,), ()],
+        ),
     }
 
 
@@ -170,3 +174,16 @@ def test_flow_distribution_works_with_pyro_transform_reparam():
         y = model()
     u = tr.trace.nodes["y_base"]["value"]
     torch.testing.assert_close(mech(parent).abduct(y), u)
+
+
+def test_anm_scale_does_not_depend_on_the_parents():
+    torch.manual_seed(0)
+    mech = ps.LocScaleMechanism.learned(1, heteroscedastic=False)
+    mech.prepare(torch.randn(50) * 3, torch.randn(50))
+    with torch.no_grad():
+        mech.scale.net_params.fill_(0.7)
+    d = mech(torch.linspace(-3, 3, 7))
+    u = torch.ones(7)
+    loc = d.generate(torch.zeros(7))
+    spread = d.generate(u) - loc  # = scale(pa) for every unit
+    assert torch.allclose(spread, spread[0].expand(7)) and not torch.allclose(loc, loc[0])

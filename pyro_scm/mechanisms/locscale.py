@@ -81,24 +81,35 @@ class LocScaleMechanism(Mechanism):
         context_features: int,
         event_shape: Sequence[int] = (),
         hidden: Sequence[int] = (64, 64),
+        heteroscedastic: bool = True,
     ) -> LocScaleMechanism:
-        """A heteroscedastic Gaussian mechanism with MLP loc and scale over standardised data.
+        """A Gaussian mechanism with an MLP loc over standardised data.
+
+        With ``heteroscedastic=True`` the scale is an MLP of the parents too; with ``False`` it
+        is one learned value per feature, so that x = f(pa) + σ · u is an additive-noise model
+        (ANM), the right model class (and a smaller one, which extrapolates more safely) when
+        the noise is known to be additive.
 
         Args:
             context_features: total size of the parents (0 for a root).
             event_shape: the node's event shape.
-            hidden: hidden layer sizes of both networks.
+            hidden: hidden layer sizes of the networks.
+            heteroscedastic: whether the scale depends on the parents.
         """
         event_shape = torch.Size(event_shape)
+        scale_context = context_features if heteroscedastic else 0
         return cls(
             loc=_StandardisedNet(context_features, event_shape, hidden, positive=False),
-            scale=_StandardisedNet(context_features, event_shape, hidden, positive=True),
+            scale=_StandardisedNet(scale_context, event_shape, hidden, positive=True),
             event_shape=event_shape,
         )
 
 
 class _StandardisedNet(nn.Module):
-    """An MLP from standardised parents to the node's loc (or scale) in data units."""
+    """An MLP from standardised parents to the node's loc (or scale) in data units.
+
+    With ``context = 0`` it is a learned constant that ignores its arguments.
+    """
 
     def __init__(
         self, context: int, event_shape: torch.Size, hidden: Sequence[int], positive: bool
@@ -114,13 +125,17 @@ class _StandardisedNet(nn.Module):
 
     def prepare(self, value: Tensor, *parents: Tensor) -> None:
         self.x_std.fit(value.reshape(*value.shape[: value.dim() - len(self.event_shape)], -1))
-        context, _ = flatten_parents(parents, self.context)
-        if context is not None:
+        if self.context > 0:
+            context, _ = flatten_parents(parents, self.context)
             self.c_std.fit(context)
 
     def forward(self, *parents: Tensor) -> Tensor:
-        context, _ = flatten_parents(parents, self.context)
-        out = self.net(self.c_std(context)) if context is not None else self.net_params
+        """``(*batch, *event)`` from the parents; ``(*event)`` when it has no context."""
+        if self.context > 0:
+            context, _ = flatten_parents(parents, self.context)
+            out = self.net(self.c_std(context))
+        else:  # a constant: the parents (if any) are ignored and broadcast later
+            out = self.net_params
         if self.positive:
             out = self.x_std.scale * (F.softplus(out + 0.5413) + 1e-4)  # softplus(0.5413) = 1
         else:
