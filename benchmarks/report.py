@@ -34,9 +34,29 @@ own equations written as a pyro_scm program with `LocScaleMechanism`
 harness, and its MMDs are the noise floor of the metric at these sample sizes (SCMS.md measured
 {obs_floor} for observational and {int_floor} for interventional MMD, x100).
 
+Methods: `pyro_scm-nsf` (neural spline flows with affine tails), `pyro_scm-locscale`
+(heteroscedastic Gaussian, MLP loc and scale), `pyro_scm-anm` (MLP loc, constant learned scale:
+`mechanism="anm"`), all trained with Adam, per-mechanism learning-rate decay on plateaus and
+early stopping (`lr_decay`, `patience` in the settings below).
+
 Peers: {peers}. ChiRho runs its `MultiWorldCounterfactual` handlers over pyro_scm's fitted NSF
 mechanisms (same numbers, different machinery); DoWhy gcm fits its own additive-noise models
 (`auto.assign_causal_mechanisms`, the "ANM" of DCM's table).
+"""
+
+
+REPRODUCE = """## Reproduce
+
+```bash
+python -m benchmarks.run --quick                      # a few minutes
+python -m benchmarks.run                              # everything (hours on 2 cores)
+python -m benchmarks.run --no-speed --seeds 3 --scm dcm-chain:nonlinear --out out/a &   # slices
+python -m benchmarks.run --seeds 3 --scm dcm-y:nonadditive --out out/b
+python -m benchmarks.report out/a/results.json out/b/results.json --out docs/benchmarks.md
+```
+
+Peers come from the benchmark environment: `bash scripts/bench-env.sh` creates `.venv-bench`
+with DoWhy 0.14 and ChiRho 0.3 beside pyro_scm; run the commands above with its python.
 """
 
 
@@ -85,6 +105,7 @@ def render(result: dict) -> str:
         parts += ["## Speed", "", speed_table(result["speed"]), ""]
     slices = result.get("slices", 1)
     over = f" (sum over {slices} slices run side by side)" if slices > 1 else ""
+    parts += [REPRODUCE, f"Settings: `{json.dumps(s)}`.", ""]
     parts += [f"Total run time{over}: {result['total_s']:.0f} s.", ""]
     return "\n".join(parts)
 
