@@ -23,6 +23,7 @@ def _anm_frame(n=1500, seed=0):
 def test_fitted_model_recovers_counterfactuals_of_a_nonlinear_anm(kind, device):
     frame, x, y, u = _anm_frame()
     scm = ps.SCM.from_graph(nx.DiGraph([("x", "y")]), frame, mechanism=kind, hidden=(32, 32))
+    assert scm.graph.nodes["y"]["mechanism"] == {"maf": "flow", "nsf": "flow"}.get(kind, kind)
     scm = scm.to(device)
     history = scm.fit(frame, epochs=25, batch_size=128, lr=3e-3, progress=False)
     assert set(history.columns) == {"epoch", "node", "train", "val"}

@@ -98,11 +98,18 @@ class LocScaleMechanism(Mechanism):
         """
         event_shape = torch.Size(event_shape)
         scale_context = context_features if heteroscedastic else 0
-        return cls(
+        mechanism = cls(
             loc=_StandardisedNet(context_features, event_shape, hidden, positive=False),
             scale=_StandardisedNet(scale_context, event_shape, hidden, positive=True),
             event_shape=event_shape,
         )
+        mechanism._kind = "locscale" if heteroscedastic else "anm"
+        return mechanism
+
+    @property
+    def kind(self) -> str:
+        """``"anm"`` for a learned constant-scale mechanism, else ``"locscale"``."""
+        return getattr(self, "_kind", "locscale")
 
 
 class _StandardisedNet(nn.Module):
