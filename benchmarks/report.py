@@ -111,17 +111,29 @@ def render(result: dict) -> str:
 
 
 def merge(results: list[dict]) -> dict:
-    """One result from slices of a run: records concatenated, the first speed table kept."""
+    """One result from slices of a run: records concatenated, the first speed table kept.
+
+    A later slice's record of the same (SCM, variant, method) replaces an earlier one, so a
+    method can be re-run alone after a change and merged over the older slices.
+    """
     first = dict(results[0])
     if len(results) == 1:
         return first
-    first["dcm"] = [r for res in results for r in res["dcm"]]
-    first["comparison"] = [r for res in results for r in res["comparison"]]
+    first["dcm"] = _last_wins([r for res in results for r in res["dcm"]], ())
+    first["comparison"] = _last_wins([r for res in results for r in res["comparison"]], ("node",))
     first["seeds"] = sorted({s for res in results for s in res["seeds"]})
     first["total_s"] = sum(res["total_s"] for res in results)
     first["slices"] = len(results)
     first["speed"] = next((res["speed"] for res in results if res.get("speed")), None)
     return first
+
+
+def _last_wins(records: list[dict], extra: tuple[str, ...]) -> list[dict]:
+    """Records in first-seen order of their key, each the last one given for its key."""
+    out: dict[tuple, dict] = {}
+    for r in records:  # re-assigning a key keeps its position
+        out[(r["scm"], r["variant"], r["method"], *(r[k] for k in extra))] = r
+    return list(out.values())
 
 
 def main(argv: list[str] | None = None) -> str:

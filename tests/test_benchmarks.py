@@ -84,6 +84,11 @@ def test_slices_run_and_merge_into_one_report(tmp_path):
     assert merged["slices"] == 2 and merged["total_s"] == pytest.approx(
         saved[0]["total_s"] + saved[1]["total_s"]
     )
+    rerun = json.loads(json.dumps(saved[0]))  # the chain's true-scm record again, changed
+    rerun["dcm"][0]["seeds"] = 7
+    again = report.merge([*saved, rerun])
+    assert [(r["scm"], r["seeds"]) for r in again["dcm"]] == [("dcm-chain", 7), ("dcm-triangle", 1)]
+    assert len(again["comparison"]) == len(merged["comparison"])
     text = report.main(
         [str(a / "results.json"), str(b / "results.json"), "--out", str(tmp_path / "m.md")]
     )

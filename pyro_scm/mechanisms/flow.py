@@ -3,14 +3,17 @@
 The node's value x and its parents' context c are standardised with statistics learnt at fit
 time; then an unbounded conditional affine layer and the user's flow map x to the noise u:
 
-    s = (x - μ_x) / σ_x,   r = (s - a(c)) · exp(-b(c)),   u = T(r; c),
+    s = (x - μ_x) / σ_x,   r = (s - a(c)) / σ(c),   u = T(r; c),   σ(c) = softplus(b(c)),
 
-so x = μ_x + σ_x · (a(c) + exp(b(c)) · T⁻¹(u; c)). Spline flows (NSF) are the identity outside
+so x = μ_x + σ_x · (a(c) + σ(c) · T⁻¹(u; c)). Spline flows (NSF) are the identity outside
 their bound. The training loss adds the Gaussian negative log-likelihood of the residual r, so
 the affine layer learns the conditional location and scale (a heteroscedastic additive-noise
 model) and the flow only the remaining shape; a unit beyond the spline's bound is then abducted
 and predicted by that additive-noise model (u = r), not by an identity map of standardised x.
-This does not bias the fit inside the bound, where the flow can absorb any affine layer.
+This does not bias the fit inside the bound, where the flow can absorb any affine layer. The
+scale is a softplus rather than an exponential of the network's output: a network extrapolates
+about linearly off the training support, and so does the scale, where an exponential would grow
+the counterfactual spread exponentially with the distance from the data.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from pyro.distributions import constraints
 from torch import Tensor, nn
 from torch.distributions import Transform
@@ -27,6 +31,8 @@ from ..nets import MLP, Standardizer
 from .base import Mechanism, TransformedMechanismDistribution, flatten_parents
 
 __all__ = ["FlowDistribution", "FlowMechanism"]
+
+_SOFTPLUS_ONE = 0.5413248546129181  # softplus(_SOFTPLUS_ONE) = 1
 
 
 class FlowMechanism(Mechanism):
@@ -96,12 +102,12 @@ class FlowMechanism(Mechanism):
 
     def _affine(self, context: Tensor | None) -> tuple[Tensor, Tensor] | None:
         if self.tails is not None:
-            shift, log_scale = self.tails(context).chunk(2, dim=-1)
+            shift, raw = self.tails(context).chunk(2, dim=-1)
         elif hasattr(self, "tail_params"):
-            shift, log_scale = self.tail_params.chunk(2, dim=-1)
+            shift, raw = self.tail_params.chunk(2, dim=-1)
         else:
             return None
-        return shift, log_scale
+        return shift, (F.softplus(raw + _SOFTPLUS_ONE) + 1e-4).log()  # scale 1 at raw = 0
 
     def _bijector(self, context: Tensor | None) -> Transform:
         return (self.flow() if context is None else self.flow(context)).transform
