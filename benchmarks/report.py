@@ -45,6 +45,24 @@ mechanisms (same numbers, different machinery); DoWhy gcm fits its own additive-
 """
 
 
+READING = """### Reading the table
+
+- A counterfactual under an additive-noise model is $x' = x + f(\\mathrm{pa}') - f(\\mathrm{pa})$,
+  so its error is the difference of the errors of the learned $f$ at the counterfactual and at
+  the factual parents. Both can lie off the training support: an intervention on x2 of the
+  triangle pairs values of x2 with values of x1 that never occur together, and a fresh factual
+  unit can lie beyond the largest training value (a 4-sigma x1 in the chain). A network
+  extrapolates about linearly there, the true equations (cubes, squares, steep sigmoids) do not,
+  and one such unit can carry most of a seed's mean squared error. This is why the spread over
+  seeds is large and why the means move with a handful of units.
+- Where the noise is additive, the smaller model class (`anm`) extrapolates best; where it is
+  not, only the flow (`nsf`) can be right, and the non-identifiable SCMs (marked by a target equal
+  to the better peer) have an error floor no method can pass.
+- DoWhy's model selection picks gradient-boosted trees on some nodes; trees extrapolate as a
+  constant, which suits bounded equations such as the diamond's x4 = x3 / (|x2 + x3| + 0.5).
+"""
+
+
 REPRODUCE = """## Reproduce
 
 ```bash
@@ -96,6 +114,7 @@ def render(result: dict) -> str:
         "",
         comparison_table(result["comparison"]),
         "",
+        READING,
         "## Published medians (DCM's box plots, raw)",
         "",
         published_table(sorted({(r["scm"], r["variant"]) for r in result["dcm"]})),
