@@ -33,6 +33,8 @@ def test_smoke_run_writes_json_markdown_and_docs(tmp_path):
     assert all(r["met"] for r in rows) and rows[0]["dcm_x100"] == 0.46
     text = report.main([str(tmp_path / "results.json"), "--out", str(tmp_path / "b.md")])
     assert "0.0035 / 0.0163" in text and "true-scm" in text
+    # the first-column variant against half the published DCM median (0.0035 / 2)
+    assert "| dcm-chain[nonlinear] | true-scm | 0.0000 | 0.0035 | 0.0163 | 0.0018 | yes |" in text
 
 
 def test_first_column_variant_differs_from_all_descendants():
