@@ -107,7 +107,8 @@ class ChiRhoMethod(Method):
 
     Shares the fitted model of a :class:`PyroSCMMethod` (its fit time is that method's). The
     program is the pyro_scm ``GraphSCM`` program inside a plate over units, with parents
-    broadcast to a common shape (ChiRho adds world dimensions to intervened nodes only).
+    broadcast to a common batch shape (ChiRho adds world dimensions to the descendants of
+    intervened nodes only); vector nodes keep their event dimension.
     """
 
     name = "chirho"
@@ -117,7 +118,7 @@ class ChiRhoMethod(Method):
         self.name = f"chirho[{source.mechanism}]"
 
     def fit(self, syn: SyntheticSCM, data: Values, seed: int) -> None:
-        self.scalar = all(len(s) == 0 for s in syn.event_shapes.values())
+        self.event_dims = {k: len(s) for k, s in syn.event_shapes.items()}
 
     def _program(self, n: int):
         scm = self.source.scm
@@ -126,9 +127,16 @@ class ChiRhoMethod(Method):
             values = {}
             with pyro.plate("units", n, dim=-1):
                 for node, mechanism in zip(scm.order, scm.mechanisms):
-                    parents = [values[p] for p in scm.parents[node]]
-                    if len(parents) > 1 and self.scalar:
-                        parents = list(torch.broadcast_tensors(*parents))
+                    names = scm.parents[node]
+                    parents = [values[p] for p in names]
+                    if len(parents) > 1:  # a common batch shape; event dims kept
+                        dims = [self.event_dims[p] for p in names]
+                        batch = torch.broadcast_shapes(
+                            *(v.shape[: v.dim() - d] for v, d in zip(parents, dims))
+                        )
+                        parents = [
+                            v.expand(*batch, *v.shape[v.dim() - d :]) for v, d in zip(parents, dims)
+                        ]
                     d = mechanism(*parents)  # a plain copy: Pyro's plate expands it
                     d = dist.TransformedDistribution(d.base_dist, d.transforms)
                     values[node] = pyro.sample(node, d)
@@ -158,7 +166,8 @@ class ChiRhoMethod(Method):
         with mwc, do(actions={node: values}), condition(data=dict(factual)):
             out = self._program(n)()
         with mwc:
-            cf = {k: gather(v, IndexSet(**{node: {1}})) for k, v in out.items()}
+            world = IndexSet(**{node: {1}})
+            cf = {k: gather(v, world, event_dim=self.event_dims[k]) for k, v in out.items()}
         return {k: v.reshape(n, *factual[k].shape[1:]) for k, v in cf.items()}
 
 

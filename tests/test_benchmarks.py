@@ -104,3 +104,21 @@ def test_slices_run_and_merge_into_one_report(tmp_path):
 def test_bad_slice_arguments_exit(argv, tmp_path):
     with pytest.raises(SystemExit):
         run.main(["--smoke", "--out", str(tmp_path), *argv])
+
+
+@pytest.mark.parametrize("name", ["dcm-ladder", "dcm-random"])
+def test_chirho_counterfactuals_equal_ours_on_vector_nodes(name):
+    pytest.importorskip("chirho")  # a peer: installed by scripts/bench-env.sh only
+    from benchmarks.methods import ChiRhoMethod, PyroSCMMethod
+
+    syn = load_synthetic(name, "nonlinear")
+    data = syn.sample(200, seed=0)
+    ours = PyroSCMMethod("nsf", fit_kwargs={"epochs": 1}, hidden=(8,), transforms=1)
+    ours.fit(syn, data, 0)
+    chirho = ChiRhoMethod(ours)
+    chirho.fit(syn, data, 0)
+    node = syn.intervention_nodes[0]
+    factual, value = syn.sample(7, seed=1), torch.randn(7, *syn.event_shapes[node])
+    a, b = ours.counterfactual(factual, node, value), chirho.counterfactual(factual, node, value)
+    for k in syn.nodes:
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-4)
