@@ -108,13 +108,21 @@ def published_table(keys: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def _seeds(result: dict) -> str:
+    """The seeds, and the SCMs run with fewer of them when slices differ."""
+    counts = {f"{r['scm']}[{r['variant']}]": r["seeds"] for r in result["dcm"]}
+    most = max(counts.values(), default=0)
+    fewer = [f"{k}: {n}" for k, n in counts.items() if n < most]
+    return str(result["seeds"]) + (f" (fewer seeds on {', '.join(fewer)})" if fewer else "")
+
+
 def render(result: dict) -> str:
     s = result["settings"]
     floor = {k: f"{a:g}–{b:g}" for k, (a, b) in MMD_FLOOR.items()}
     parts = [
         INTRO.format(
             mode=result["mode"],
-            seeds=result["seeds"],
+            seeds=_seeds(result),
             machine=result["machine"],
             peers=", ".join(f"{k} {v}" for k, v in result["peers"].items()),
             obs_floor=floor["obs_mmd"],

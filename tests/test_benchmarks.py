@@ -122,3 +122,11 @@ def test_chirho_counterfactuals_equal_ours_on_vector_nodes(name):
     a, b = ours.counterfactual(factual, node, value), chirho.counterfactual(factual, node, value)
     for k in syn.nodes:
         torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-4)
+
+
+def test_report_names_the_scms_run_with_fewer_seeds():
+    records = [{"scm": "a", "variant": "v", "seeds": 3}, {"scm": "b", "variant": "v", "seeds": 1}]
+    assert (
+        report._seeds({"seeds": [0, 1, 2], "dcm": records}) == "[0, 1, 2] (fewer seeds on b[v]: 1)"
+    )
+    assert report._seeds({"seeds": [0], "dcm": records[1:]}) == "[0]"
