@@ -187,3 +187,19 @@ def test_anm_scale_does_not_depend_on_the_parents():
     loc = d.generate(torch.zeros(7))
     spread = d.generate(u) - loc  # = scale(pa) for every unit
     assert torch.allclose(spread, spread[0].expand(7)) and not torch.allclose(loc, loc[0])
+
+
+def test_flow_tail_scale_grows_linearly_where_its_network_does():
+    from pyro_scm.nets import SOFTPLUS_ONE
+
+    mech = ps.FlowMechanism(zuko.flows.NSF(features=1, context=1))
+    mech.tails = torch.nn.Linear(1, 2)  # a network extrapolating linearly: (shift, raw scale)
+    with torch.no_grad():
+        mech.tails.weight.copy_(torch.tensor([[0.0], [1.0]]))  # raw scale = the context
+        mech.tails.bias.zero_()
+    context = torch.tensor([[0.0], [10.0], [20.0]])
+    shift, log_scale = mech._affine(context)
+    scale = log_scale.exp()[:, 0]
+    assert torch.all(shift == 0) and scale[0].item() == pytest.approx(1.0, abs=1e-3)
+    # softplus: about linear (an exponential scale would be e^10 and e^20 here)
+    torch.testing.assert_close(scale[1:], context[1:, 0] + SOFTPLUS_ONE, rtol=1e-3, atol=1e-3)
