@@ -309,11 +309,11 @@ def markdown(result: dict) -> str:
 
 
 def _parse_scm(text: str) -> tuple[str, str]:
+    """``"NAME:VARIANT"`` -> ``(name, variant)`` (an argparse type)."""
     name, _, variant = text.partition(":")
     if name not in DCM_SCMS or variant not in VARIANTS:
-        raise SystemExit(
-            f"--scm {text!r}: expected NAME:VARIANT with NAME in {DCM_SCMS} and VARIANT in "
-            f"{VARIANTS}"
+        raise argparse.ArgumentTypeError(
+            f"expected NAME:VARIANT with NAME in {DCM_SCMS} and VARIANT in {VARIANTS}"
         )
     return name, variant
 
@@ -330,6 +330,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--scm",
         action="append",
+        type=_parse_scm,
         metavar="NAME:VARIANT",
         help="run only this SCM of the mode's protocol (repeatable), e.g. dcm-y:nonadditive",
     )
@@ -343,7 +344,7 @@ def main(argv: list[str] | None = None) -> dict:
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     config = mode_config(mode)
     if args.scm:
-        config["scms"] = [_parse_scm(text) for text in args.scm]
+        config["scms"] = args.scm
     if args.seeds is not None:
         if args.seeds < 1:
             parser.error("--seeds must be at least 1")

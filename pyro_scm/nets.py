@@ -1,4 +1,4 @@
-"""Small networks shared by the mechanisms: an MLP and a standardiser of inputs and outputs."""
+"""Small networks shared by the mechanisms: an MLP, a standardiser, and a positive scale."""
 
 from __future__ import annotations
 
@@ -8,7 +8,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLP", "Standardizer"]
+__all__ = ["MLP", "Standardizer", "positive_scale"]
+
+SOFTPLUS_ONE = 0.5413248546129181  # softplus(SOFTPLUS_ONE) = 1
+
+
+def positive_scale(raw: Tensor) -> Tensor:
+    """``softplus(raw + c) + 1e-4``, with ``c`` such that the scale is 1 at ``raw = 0``.
+
+    A softplus grows linearly where a network extrapolates linearly (an exponential would not).
+    """
+    return torch.nn.functional.softplus(raw + SOFTPLUS_ONE) + 1e-4
 
 
 class MLP(nn.Sequential):

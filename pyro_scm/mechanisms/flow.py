@@ -21,18 +21,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from pyro.distributions import constraints
 from torch import Tensor, nn
 from torch.distributions import Transform
 
 from ..errors import MechanismError
-from ..nets import MLP, Standardizer
+from ..nets import MLP, Standardizer, positive_scale
 from .base import Mechanism, TransformedMechanismDistribution, flatten_parents
 
 __all__ = ["FlowDistribution", "FlowMechanism"]
-
-_SOFTPLUS_ONE = 0.5413248546129181  # softplus(_SOFTPLUS_ONE) = 1
 
 
 class FlowMechanism(Mechanism):
@@ -107,7 +104,7 @@ class FlowMechanism(Mechanism):
             shift, raw = self.tail_params.chunk(2, dim=-1)
         else:
             return None
-        return shift, (F.softplus(raw + _SOFTPLUS_ONE) + 1e-4).log()  # scale 1 at raw = 0
+        return shift, positive_scale(raw).log()
 
     def _bijector(self, context: Tensor | None) -> Transform:
         return (self.flow() if context is None else self.flow(context)).transform

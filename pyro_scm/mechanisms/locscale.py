@@ -11,12 +11,11 @@ from collections.abc import Callable, Sequence
 from numbers import Number
 
 import torch
-import torch.nn.functional as F
 from pyro.distributions.transforms import AffineTransform
 from torch import Tensor, nn
 
 from ..errors import MechanismError
-from ..nets import MLP, Standardizer
+from ..nets import MLP, Standardizer, positive_scale
 from .base import Mechanism, TransformedMechanismDistribution, flatten_parents
 
 __all__ = ["LocScaleMechanism"]
@@ -98,18 +97,18 @@ class LocScaleMechanism(Mechanism):
         """
         event_shape = torch.Size(event_shape)
         scale_context = context_features if heteroscedastic else 0
-        mechanism = cls(
+        return cls(
             loc=_StandardisedNet(context_features, event_shape, hidden, positive=False),
             scale=_StandardisedNet(scale_context, event_shape, hidden, positive=True),
             event_shape=event_shape,
         )
-        mechanism._kind = "locscale" if heteroscedastic else "anm"
-        return mechanism
 
     @property
     def kind(self) -> str:
-        """``"anm"`` for a learned constant-scale mechanism, else ``"locscale"``."""
-        return getattr(self, "_kind", "locscale")
+        """``"anm"`` for a learned loc of the parents with a learned constant scale."""
+        loc, scale = self.loc, self.scale
+        learned = isinstance(loc, _StandardisedNet) and isinstance(scale, _StandardisedNet)
+        return "anm" if learned and loc.context > 0 and scale.context == 0 else "locscale"
 
 
 class _StandardisedNet(nn.Module):
@@ -143,8 +142,5 @@ class _StandardisedNet(nn.Module):
             out = self.net(self.c_std(context))
         else:  # a constant: the parents (if any) are ignored and broadcast later
             out = self.net_params
-        if self.positive:
-            out = self.x_std.scale * (F.softplus(out + 0.5413) + 1e-4)  # softplus(0.5413) = 1
-        else:
-            out = self.x_std.inverse(out)
+        out = self.x_std.scale * positive_scale(out) if self.positive else self.x_std.inverse(out)
         return out.reshape(out.shape[:-1] + self.event_shape)
