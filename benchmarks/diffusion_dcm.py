@@ -23,7 +23,7 @@ import pyro_scm as ps
 from pyro_scm.datasets import intervention_nodes, intervention_values, load_synthetic
 from pyro_scm.mechanisms.diffusion import DiffusionMechanism, sampling_steps
 from pyro_scm.metrics import counterfactual_mse, mmd
-from pyro_scm.nets_diffusion import TimeMLP
+from pyro_scm.nets.diffusion import TimeMLP
 
 
 def diffusion_factory(hidden: tuple[int, ...], timesteps: int, beta_end: float):

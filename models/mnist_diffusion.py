@@ -13,7 +13,7 @@ from torch import nn
 
 import pyro_scm as ps
 from pyro_scm.mechanisms.diffusion import DiffusionMechanism
-from pyro_scm.nets_diffusion import TimeMLP, UNet, UNetClassifier
+from pyro_scm.nets.diffusion import TimeMLP, UNet, UNetClassifier
 
 
 class Flat(nn.Module):

@@ -14,7 +14,7 @@ from pyro_scm.mechanisms.diffusion import (
     sampling_steps,
     timestep_sequence,
 )
-from pyro_scm.nets_diffusion import TimeMLP, UNet, UNetClassifier, timestep_embedding
+from pyro_scm.nets.diffusion import TimeMLP, UNet, UNetClassifier, timestep_embedding
 
 
 class GaussianOptimal(nn.Module):

@@ -8,7 +8,7 @@ import zuko
 import pyro_scm as ps
 from pyro_scm.errors import DataError, MechanismError, NonFiniteError, ShapeError
 from pyro_scm.mechanisms.vae import VAEDistribution, VAEMechanism
-from pyro_scm.nets_images import ConvDecoder, ConvEncoder
+from pyro_scm.nets.images import ConvDecoder, ConvEncoder
 
 
 @pytest.mark.parametrize("size", [28, 32])

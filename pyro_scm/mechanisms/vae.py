@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..errors import DataError, MechanismError, NonFiniteError, ShapeError
 from ..nets import Standardizer
-from ..nets_images import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from ..nets.images import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .base import Mechanism, MechanismDistribution, flatten_parents
 
 __all__ = ["VAEDistribution", "VAEMechanism"]
@@ -123,7 +123,7 @@ class VAEMechanism(Mechanism):
         **kwargs,
     ) -> VAEMechanism:
         """A VAE over ``(channels, size, size)`` images in [0, 1] (size 28 or 32) with the
-        convolutional networks of :mod:`pyro_scm.nets_images`; ``kwargs`` go to the constructor."""
+        convolutional networks of :mod:`pyro_scm.nets.images`; ``kwargs`` go to the constructor."""
         _check_latent(latent_dim)
         net = {"size": size, "channels": channels, "context": context, "width": width}
         return cls(

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import DataError, NonFiniteError, ShapeError
-from ..nets import MLP
+from ..nets.metrics import ClassAutoencoders, LatentVAE
 
 __all__ = [
     "ClassAutoencoders",
@@ -63,73 +63,6 @@ def _labels(y: object, n: int, what: str) -> Tensor:
     if t.dim() != 1 or t.shape[0] != n:
         raise ShapeError(f"{what} must be {n} class indices or one-hot rows, got {tuple(t.shape)}")
     return t.long()
-
-
-# --------------------------------------------------------------------------- models
-
-
-class LatentVAE(nn.Module):
-    """A Gaussian MLP VAE over flattened inputs ``(n, *event)``.
-
-    Args:
-        features: the inputs' flattened size.
-        latent: the latent size (the paper uses 20 on MNIST).
-        hidden: hidden sizes of the encoder (reversed in the decoder).
-    """
-
-    def __init__(self, features: int, latent: int = 20, hidden: Sequence[int] = (256,)):
-        super().__init__()
-        self.encoder = MLP(features, 2 * latent, hidden)
-        self.decoder = MLP(latent, features, tuple(reversed(hidden)))
-
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(n, *event)`` -> mean and log-variance, each ``(n, latent)``."""
-        mu, log_var = self.encoder(x.flatten(1)).chunk(2, dim=-1)
-        return mu, log_var.clamp(-12, 8)
-
-    def loss(self, x: Tensor) -> Tensor:
-        """Negative ELBO per unit with a unit-variance Gaussian likelihood, ``(n,)``."""
-        mu, log_var = self.encode(x)
-        z = mu + torch.randn_like(mu) * (0.5 * log_var).exp()
-        recon = 0.5 * (self.decoder(z) - x.flatten(1)).square().sum(-1)
-        kl = 0.5 * (mu.square() + log_var.exp() - 1 - log_var).sum(-1)
-        return recon + kl
-
-
-class _Autoencoder(nn.Module):
-    def __init__(self, features: int, latent: int, hidden: Sequence[int]):
-        super().__init__()
-        self.encoder = MLP(features, latent, hidden)
-        self.decoder = MLP(latent, features, tuple(reversed(hidden)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decoder(self.encoder(x.flatten(1))).reshape(x.shape)
-
-
-class ClassAutoencoders(nn.Module):
-    """One autoencoder per class and one over every class, for IM1 and IM2.
-
-    ``reconstruct(x, k)`` reconstructs ``(n, *event)`` with the autoencoder of class ``k[i]``
-    per row (``k = None``: the autoencoder of all classes).
-    """
-
-    def __init__(self, features: int, num_classes: int, latent: int = 16, hidden=(128,)):
-        super().__init__()
-        self.num_classes = num_classes
-        self.per_class = nn.ModuleList(
-            _Autoencoder(features, latent, hidden) for _ in range(num_classes)
-        )
-        self.all = _Autoencoder(features, latent, hidden)
-
-    def reconstruct(self, x: Tensor, classes: Tensor | None = None) -> Tensor:
-        """Reconstructions by every class's autoencoder, or by the autoencoder of ``classes``."""
-        if classes is None:
-            return self.all(x)
-        out = torch.empty_like(x)
-        for k in classes.unique().tolist():
-            rows = classes == k
-            out[rows] = self.per_class[k](x[rows])
-        return out
 
 
 # --------------------------------------------------------------------------- training

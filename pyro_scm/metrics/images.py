@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..data import to_node_tensors
 from ..errors import DataError, ShapeError, UnknownNodeError
 from ..handlers import as_mechanism
+from ..nets.metrics import DigitClassifier
 
 __all__ = [
     "DigitClassifier",
@@ -57,36 +58,6 @@ def _labels(labels: Tensor, n: int, name: str = "labels") -> Tensor:
     if y.numel() != n:
         raise ShapeError(f"{name}: expected {n} labels, got {y.numel()}")
     return y
-
-
-# --------------------------------------------------------------------------- a digit classifier
-
-
-class DigitClassifier(nn.Module):
-    """A small CNN ``(n, C, H, W) -> (n, num_classes)`` logits; :meth:`features` gives the
-    penultimate layer ``(n, 64)`` used by :func:`realism`. Any side from 16 up works."""
-
-    def __init__(self, channels: int = 1, num_classes: int = 10, width: int = 16):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, width, 3, stride=2, padding=1),
-            nn.SiLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
-            nn.SiLU(),
-            nn.AdaptiveAvgPool2d(7),
-            nn.Flatten(),
-            nn.Linear(2 * width * 49, 64),
-            nn.SiLU(),
-        )
-        self.head = nn.Linear(64, num_classes)
-
-    def features(self, x: Tensor) -> Tensor:
-        """Penultimate features ``(n, 64)``."""
-        return self.body(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Class logits ``(B, num_classes)`` of images ``(B, C, H, W)``."""
-        return self.head(self.body(x))
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator | None = None):

@@ -1,4 +1,4 @@
-r"""Diffusion mechanisms (Diff-SCM, Sanchez & Tsaftaris 2022): x = DDIM(u; pa) with u = x_T.
+r"""The diffusion mechanism (Diff-SCM, Sanchez & Tsaftaris 2022): x = DDIM(u; pa) with u = x_T.
 
 A denoising network ε_θ(x_t, t[, pa]) is trained with the DDPM loss (the paper's Eq. 1)
 
@@ -30,99 +30,28 @@ factual parents instead, so that generate(abduct(x)) ≈ x under the factual par
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import math
-from collections.abc import Iterator, Sequence
-from typing import ClassVar, Literal
+from collections.abc import Sequence
+from typing import Literal
 
-import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
-from tqdm.auto import tqdm
 
-from ..errors import MechanismError, ShapeError
-from .base import Mechanism, MechanismDistribution, flatten_parents
+from ...errors import MechanismError, ShapeError
+from ..base import Mechanism, flatten_parents
+from .ddim import ddim
+from .distribution import DiffusionDistribution
+from .schedule import (
+    _check_steps,
+    current_scale_override,
+    current_steps_override,
+    noise_schedule,
+    timestep_sequence,
+)
 
-__all__ = [
-    "DiffusionDistribution",
-    "DiffusionMechanism",
-    "guidance_scale",
-    "noise_schedule",
-    "sampling_steps",
-    "timestep_sequence",
-]
-
-_STEPS_OVERRIDE: list[int] = []
-_SCALE_OVERRIDE: list[float] = []
-
-
-@contextlib.contextmanager
-def sampling_steps(k: int) -> Iterator[None]:
-    """Run every diffusion mechanism's DDIM with ``k`` sub-sampled steps inside the block.
-
-    Example:
-        >>> with sampling_steps(10):
-        ...     pass  # scm.counterfactual(...) here abducts and generates in 10 steps
-    """
-    _check_steps(k)
-    _STEPS_OVERRIDE.append(int(k))
-    try:
-        yield
-    finally:
-        _STEPS_OVERRIDE.pop()
-
-
-@contextlib.contextmanager
-def guidance_scale(s: float) -> Iterator[None]:
-    """Use the anti-causal guidance scale ``s`` for every guided diffusion mechanism."""
-    if not s >= 0:
-        raise MechanismError(f"the guidance scale must be >= 0, got {s}")
-    _SCALE_OVERRIDE.append(float(s))
-    try:
-        yield
-    finally:
-        _SCALE_OVERRIDE.pop()
-
-
-def _check_steps(k: object) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise MechanismError(f"the number of DDIM steps must be an int >= 1, got {k!r}")
-
-
-def noise_schedule(
-    kind: Literal["linear", "cosine"],
-    timesteps: int,
-    beta_start: float = 1e-4,
-    beta_end: float = 0.02,
-) -> Tensor:
-    """The betas ``(timesteps,)`` of a linear (Ho et al.) or cosine (Nichol & Dhariwal) schedule."""
-    if timesteps < 1:
-        raise MechanismError(f"a diffusion needs timesteps >= 1, got {timesteps}")
-    if kind == "linear":
-        if not 0 < beta_start <= beta_end < 1:
-            raise MechanismError(
-                f"a linear schedule needs 0 < beta_start <= beta_end < 1, "
-                f"got {beta_start} and {beta_end}"
-            )
-        return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
-    if kind == "cosine":
-        s = 0.008
-        grid = torch.linspace(0, timesteps, timesteps + 1, dtype=torch.float64) / timesteps
-        abar = torch.cos((grid + s) / (1 + s) * math.pi / 2) ** 2
-        return (1 - abar[1:] / abar[:-1]).clamp(max=0.999)
-    raise MechanismError(f"unknown noise schedule {kind!r}; use 'linear' or 'cosine'")
-
-
-def timestep_sequence(timesteps: int, k: int) -> Tensor:
-    """``k`` timesteps evenly spaced in ``[0, timesteps - 1]``, increasing, ending at
-    ``timesteps - 1``: ``(k,)`` long."""
-    _check_steps(k)
-    if k > timesteps:
-        raise MechanismError(f"{k} DDIM steps exceed the diffusion's {timesteps} timesteps")
-    return torch.linspace(timesteps - 1, 0, k, dtype=torch.float64).round().long().flip(0)
+__all__ = ["DiffusionMechanism"]
 
 
 class DiffusionMechanism(Mechanism):
@@ -131,7 +60,7 @@ class DiffusionMechanism(Mechanism):
     Args:
         eps_net: the ε-network ``(x_t (B, *event'), t (B,), context (B, C) | None) -> ε``, where
             ``event'`` is the node's event shape (``(1,)`` for a scalar node) and t holds float
-            timestep indices; see :mod:`pyro_scm.nets_diffusion` for ready ones.
+            timestep indices; see :mod:`pyro_scm.nets.diffusion` for ready ones.
         event_shape: the node's event shape: ``()``, ``(d,)`` or ``(C, H, W)``.
         context: total size of the parents (0 for a root).
         conditional: whether ``eps_net`` takes the parents (default: when there are parents and
@@ -165,7 +94,7 @@ class DiffusionMechanism(Mechanism):
 
     Example:
         >>> import torch
-        >>> from pyro_scm.nets_diffusion import TimeMLP
+        >>> from pyro_scm.nets.diffusion import TimeMLP
         >>> mech = DiffusionMechanism(TimeMLP(2, context=1), event_shape=(2,), context=1)
         >>> d = mech(torch.randn(5))
         >>> d.generate(d.noise.sample()).shape
@@ -263,14 +192,15 @@ class DiffusionMechanism(Mechanism):
 
     def current_steps(self) -> int:
         """The steps in force: :func:`sampling_steps`, else ``steps``, else T."""
-        k = _STEPS_OVERRIDE[-1] if _STEPS_OVERRIDE else (self._steps or self.timesteps)
+        k = current_steps_override() or self._steps or self.timesteps
         timestep_sequence(self.timesteps, k)  # checks k <= T
         return k
 
     def current_scale(self) -> float:
         """The guidance scale in force: :func:`guidance_scale`, else ``guidance_scale``."""
-        if _SCALE_OVERRIDE and self.predictor is not None:
-            return _SCALE_OVERRIDE[-1]
+        override = current_scale_override()
+        if override is not None and self.predictor is not None:
+            return override
         return self.guidance_scale
 
     @torch.no_grad()
@@ -365,26 +295,16 @@ class DiffusionMechanism(Mechanism):
 
         ``context`` is the standardised context ``(B, C)``, ``target`` the raw parents.
         """
-        seq = timestep_sequence(self.timesteps, self.current_steps()).tolist()
-        levels = [-1, *seq]  # level -1: clean data, ᾱ = 1
-        pairs = list(itertools.pairwise(levels))
-        if not invert:
-            pairs = [(b, a) for a, b in reversed(pairs)]
-        for src, dst in tqdm(pairs, disable=not self.progress, leave=False, desc="ddim"):
-            t_eval = src if src >= 0 else dst  # inversion's first step evaluates ε at τ_0
-            t = torch.full((x.shape[0],), float(t_eval), dtype=x.dtype, device=x.device)
-            eps = self.guided_eps(x, t, context, target, guided)
-            a_src, a_dst = self._abar(src, x), self._abar(dst, x)
-            x0 = (x - (1 - a_src).sqrt() * eps) / a_src.sqrt()
-            if self.clip_denoised and not invert:
-                x0 = x0.clamp(self.x_min, self.x_max)
-            x = a_dst.sqrt() * x0 + (1 - a_dst).sqrt() * eps
-        return x
-
-    def _abar(self, level: int, like: Tensor) -> Tensor:
-        if level < 0:
-            return like.new_ones(())
-        return self.alphas_cumprod[level].to(like)
+        seq = timestep_sequence(self.timesteps, self.current_steps())
+        return ddim(
+            lambda x_t, t: self.guided_eps(x_t, t, context, target, guided),
+            x,
+            self.alphas_cumprod,
+            seq,
+            invert=invert,
+            clip=(self.x_min, self.x_max) if self.clip_denoised else None,
+            progress=self.progress,
+        )
 
     def to_net(self, x: Tensor) -> Tensor:
         """Standardise node values ``(*batch, *event)`` -> ``(*batch, *event')``."""
@@ -395,100 +315,3 @@ class DiffusionMechanism(Mechanism):
         """Inverse of :meth:`to_net`."""
         x = z * self.x_scale + self.x_loc if self.standardize else z
         return x.reshape(*x.shape[: x.dim() - len(self.net_event)], *self.event_shape)
-
-
-class DiffusionDistribution(MechanismDistribution, dist.TorchDistribution):
-    """The distribution a :class:`DiffusionMechanism` returns under fixed parents.
-
-    ``noise`` is N(0, I) over the node's event shape; ``generate`` and ``abduct`` run DDIM and its
-    inversion; ``loss`` is the DDPM loss (plus the predictor's NLL); there is no ``log_prob``.
-    """
-
-    arg_constraints: ClassVar[dict] = {}
-    deterministic_abduction = True
-
-    def __init__(self, mechanism: DiffusionMechanism, context: Tensor | None, batch_shape):
-        self.mechanism = mechanism
-        self.context = context
-        super().__init__(torch.Size(batch_shape), mechanism.event_shape, validate_args=False)
-
-    @property
-    def noise(self) -> dist.Distribution:
-        like = self.mechanism.alphas_cumprod
-        zero = torch.zeros((), dtype=like.dtype, device=like.device)
-        shape = self.batch_shape + self.event_shape
-        return dist.Normal(zero, 1.0).expand(shape).to_event(len(self.event_shape))
-
-    def _flat(
-        self, v: Tensor, standardize: bool = True
-    ) -> tuple[Tensor, Tensor | None, Tensor | None, torch.Size]:
-        """Broadcast ``v`` ``(*b, *event)`` and the context; flatten the batch for the networks."""
-        m, nev = self.mechanism, len(self.event_shape)
-        if tuple(v.shape[v.dim() - nev :]) != tuple(self.event_shape):
-            raise ShapeError(
-                f"expected a value of event shape {tuple(self.event_shape)}, got {tuple(v.shape)}"
-            )
-        batch = v.shape[: v.dim() - nev]
-        c = self.context
-        if c is not None:
-            batch = torch.broadcast_shapes(batch, c.shape[:-1])
-            c = c.to(v).expand(*batch, c.shape[-1]).reshape(-1, c.shape[-1])
-        v = v.expand(*batch, *self.event_shape)
-        z = m.to_net(v) if standardize else v.reshape(*batch, *m.net_event)
-        z = z.reshape(-1, *m.net_event)
-        c_std = (c - m.c_loc) / m.c_scale if c is not None else None
-        return z, c_std, c, batch
-
-    def _target(self, c_std: Tensor | None, c: Tensor | None) -> Tensor | None:
-        kind = self.mechanism.predictor_kind
-        return c if kind == "categorical" else c_std
-
-    def generate(self, u: Tensor) -> Tensor:
-        """x_0 = DDIM(x_T = u; pa): ``(*batch, *event)`` -> ``(*batch, *event)``."""
-        m = self.mechanism
-        z, c_std, c, batch = self._flat(u, standardize=False)
-        x = m.ddim(z, c_std, self._target(c_std, c), invert=False)
-        return m.from_net(x.reshape(*batch, *m.net_event))
-
-    def abduct(self, x: Tensor) -> Tensor:
-        """u = x_T by DDIM inversion from x_0 = x under the factual parents."""
-        m = self.mechanism
-        z, c_std, c, batch = self._flat(x)
-        u = m.ddim(z, c_std, self._target(c_std, c), invert=True, guided=m.guided_abduction)
-        return u.reshape(*batch, *self.event_shape)
-
-    def loss(self, x: Tensor) -> Tensor:
-        """DDPM loss per unit (Eq. 1), ``(*batch,)``, plus -log p_φ(pa | x_t, t) if guided."""
-        m = self.mechanism
-        z, c_std, c, batch = self._flat(x)
-        n = z.shape[0]
-        t = torch.randint(0, m.timesteps, (n,), device=z.device)
-        abar = m.alphas_cumprod[t].reshape(-1, *[1] * len(m.net_event))
-        eps = torch.randn_like(z)
-        xt = abar.sqrt() * z + (1 - abar).sqrt() * eps
-        tf = t.to(z.dtype)
-        eps_hat = m.eps(xt, tf, c_std)
-        if c_std is not None and m.conditional and m.cond_drop > 0 and m.training:
-            keep = torch.rand(n, device=z.device) >= m.cond_drop
-            keep = keep.reshape(-1, *[1] * len(m.net_event))
-            eps_hat = torch.where(keep, eps_hat, m.eps(xt, tf, None))
-        err = (eps_hat - eps).square().flatten(1).sum(-1)
-        if m.weighted:
-            err = err * (1 - abar.flatten())
-        if m.predictor is not None:
-            err = err - m.log_predictor(xt, tf, self._target(c_std, c))
-        return err.reshape(batch)
-
-    def log_prob(self, x: Tensor) -> Tensor:
-        raise MechanismError(
-            "a diffusion mechanism has no tractable log_prob; it trains on its denoising loss"
-        )
-
-    def sample(self, sample_shape: Sequence[int] = ()) -> Tensor:
-        """x = generate(u) with u drawn from the prior."""
-        with torch.no_grad():
-            return self.generate(self.noise.sample(torch.Size(sample_shape)))
-
-    def rsample(self, sample_shape: Sequence[int] = ()) -> Tensor:
-        """x = generate(u), differentiable in the parameters."""
-        return self.generate(self.noise.sample(torch.Size(sample_shape)))

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .nets import MLP
+from .mlp import MLP
 
 __all__ = ["TimeMLP", "UNet", "UNetClassifier", "timestep_embedding"]
 

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .errors import ShapeError
-from .nets import MLP
+from ..errors import ShapeError
+from .mlp import MLP
 
 __all__ = ["IMAGE_SIZES", "ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder"]
 
