@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import pandas as pd
 import pyro.poutine as poutine
@@ -18,8 +19,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import validation
 from .data import to_node_tensors
-from .errors import DataError
+from .errors import DataError, FitWarning
 from .handlers import as_mechanism
 
 __all__ = ["fit", "mechanism_losses", "prepare"]
@@ -50,6 +52,8 @@ def prepare(scm, data: dict[str, Tensor]) -> dict[str, nn.Module]:
     return mechanisms
 
 
+@validation.guarded
+@torch.enable_grad()
 def fit(
     scm,
     data: object,
@@ -88,12 +92,9 @@ def fit(
     Returns:
         the history, one row per (epoch, node): columns ``epoch``, ``node``, ``train``, ``val``.
     """
-    if epochs < 1 or batch_size < 1 or not 0 <= val_fraction < 1:
-        raise DataError("fit needs epochs >= 1, batch_size >= 1 and 0 <= val_fraction < 1")
-    if lr_decay is not None and not (0 < lr_decay < 1 and max_decays >= 0):
-        raise DataError(
-            f"fit needs 0 < lr_decay < 1 and max_decays >= 0, got {lr_decay}, {max_decays}"
-        )
+    validation.check_fit_arguments(
+        **{k: v for k, v in locals().items() if k not in ("scm", "data")}
+    )
     values = to_node_tensors(data, scm.specs, where="training data", like=scm._like())
     units = next(iter(values.values())).shape[0]
     device = next(iter(values.values())).device
@@ -114,6 +115,7 @@ def fit(
     }
     history: list[dict] = []
     if not trainable:
+        validation.mark_fitted_mechanisms(mechanisms.values())
         return pd.DataFrame(history, columns=["epoch", "node", "train", "val"])
     optimizer = torch.optim.Adam(_param_groups(trainable), lr=lr, weight_decay=weight_decay)
     stopper = _EarlyStopping(trainable, patience, optimizer, lr_decay, max_decays)
@@ -140,12 +142,13 @@ def fit(
         for k, train_loss in sums.items():
             val_loss = val_losses[k].item() if k in val_losses else float("nan")
             history.append({"epoch": epoch, "node": k, "train": train_loss, "val": val_loss})
-            stopper.update(k, val_loss if val is not None else train_loss)
+            stopper.update(k, val_loss if val is not None else train_loss, train_loss)
         bar.set_postfix(loss=f"{sum(sums.values()):.3f}", active=len(stopper.active))
         if not stopper.active:
             break
     bar.close()
     stopper.restore()
+    validation.mark_fitted_mechanisms(mechanisms.values())
     scm.eval()
     return pd.DataFrame(history)
 
@@ -181,7 +184,17 @@ class _EarlyStopping:
         self.wait = dict.fromkeys(mechanisms, 0)
         self.decays_left = dict.fromkeys(mechanisms, max_decays if lr_decay else 0)
 
-    def update(self, node: str, loss: float) -> None:
+    def update(self, node: str, loss: float, train_loss: float = 0.0) -> None:
+        if not (math.isfinite(loss) and math.isfinite(train_loss)):
+            self.active.remove(node)  # diverged: stop; restore() brings back the best weights
+            warnings.warn(
+                f"training of node {node!r} stopped: its loss became non-finite "
+                f"(train {train_loss:.3g}, validation {loss:.3g}); its best weights were kept "
+                "(lower lr, or check the data)",
+                FitWarning,
+                stacklevel=3,
+            )
+            return
         best = self.best[node]
         if math.isinf(best) or loss < best - 1e-4 * max(1.0, abs(best)):
             self.best[node], self.wait[node] = loss, 0
