@@ -53,6 +53,7 @@ def prepare(scm, data: dict[str, Tensor]) -> dict[str, nn.Module]:
 
 
 @validation.guarded
+@validation.unchecked_distributions
 @torch.enable_grad()
 def fit(
     scm,
@@ -119,6 +120,7 @@ def fit(
         return pd.DataFrame(history, columns=["epoch", "node", "train", "val"])
     optimizer = torch.optim.Adam(_param_groups(trainable), lr=lr, weight_decay=weight_decay)
     stopper = _EarlyStopping(trainable, patience, optimizer, lr_decay, max_decays)
+    stopper.start(_initial_losses(scm, val))
     n_train = units - n_val
     steps = math.ceil(n_train / batch_size)
     bar = tqdm(range(epochs), desc="fit", disable=not progress, leave=False)
@@ -153,6 +155,14 @@ def fit(
     return pd.DataFrame(history)
 
 
+@torch.no_grad()
+def _initial_losses(scm, val: dict[str, Tensor] | None) -> dict[str, float]:
+    if val is None:
+        return {}
+    scm.eval()
+    return {k: float(v) for k, v in mechanism_losses(scm, val).items()}
+
+
 def _param_groups(mechanisms: dict[str, nn.Module]) -> list[dict]:
     """One Adam parameter group per mechanism (a shared parameter joins the first one's)."""
     seen: set[int] = set()
@@ -184,18 +194,25 @@ class _EarlyStopping:
         self.wait = dict.fromkeys(mechanisms, 0)
         self.decays_left = dict.fromkeys(mechanisms, max_decays if lr_decay else 0)
 
+    def start(self, losses: dict[str, float]) -> None:
+        """The validation losses of the initial weights: training must beat them."""
+        for k, loss in losses.items():
+            if k in self.best and math.isfinite(loss):
+                self.best[k] = loss
+
     def update(self, node: str, loss: float, train_loss: float = 0.0) -> None:
-        if not (math.isfinite(loss) and math.isfinite(train_loss)):
+        best = self.best[node]
+        exploded = math.isfinite(best) and loss > best + 100 * max(1.0, abs(best))
+        if not (math.isfinite(loss) and math.isfinite(train_loss)) or exploded:
             self.active.remove(node)  # diverged: stop; restore() brings back the best weights
             warnings.warn(
-                f"training of node {node!r} stopped: its loss became non-finite "
-                f"(train {train_loss:.3g}, validation {loss:.3g}); its best weights were kept "
+                f"training of node {node!r} stopped: its loss diverged (train {train_loss:.3g}, "
+                f"validation {loss:.3g}, best {best:.3g}); its best weights were kept "
                 "(lower lr, or check the data)",
                 FitWarning,
                 stacklevel=3,
             )
             return
-        best = self.best[node]
         if math.isinf(best) or loss < best - 1e-4 * max(1.0, abs(best)):
             self.best[node], self.wait[node] = loss, 0
             self.state[node] = copy.deepcopy(self.mechanisms[node].state_dict())

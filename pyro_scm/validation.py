@@ -332,7 +332,15 @@ def constant(value: object) -> Tensor:
         >>> constant(2.0)
         tensor(2.)
     """
-    t = value if torch.is_tensor(value) else torch.as_tensor(value, dtype=torch.get_default_dtype())
+    if torch.is_tensor(value):
+        t = value
+    else:
+        try:
+            t = torch.as_tensor(value, dtype=torch.get_default_dtype())
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ArgumentError(
+                f"constant() takes a number, an array or a tensor, not {type(value).__name__}"
+            ) from e
     t._pyro_scm_constant = True
     return t
 
@@ -489,3 +497,23 @@ def check_parents(parents: Mapping[str, Iterable[str]]) -> None:
                     f"node {node!r} comes before its parent {p!r}: list the nodes in "
                     "topological order (parents first); a cycle has no such order"
                 )
+
+
+def unchecked_distributions(fn: Callable) -> Callable:
+    """Decorate training: torch distributions skip their argument checks during the call.
+
+    pyro_scm validates data before training; a diverging mechanism then yields NaN losses that
+    ``fit`` detects per node, instead of a distribution's ``ValueError`` ending every node's
+    training. The caller's setting is restored on exit.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        validate = Distribution._validate_args
+        Distribution.set_default_validate_args(False)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            Distribution.set_default_validate_args(validate)
+
+    return wrapper

@@ -8,6 +8,7 @@ culprit (node or argument), or asserts the exact correct behaviour. ``CASES`` is
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -651,11 +652,27 @@ def _():
 @case("fit: lr=1e8 warns naming the node and keeps finite best weights")
 def _():
     scm = two_node()
-    with pytest.warns(errors.FitWarning, match="'y'"):
+    with pytest.warns(errors.FitWarning) as record:
         scm.fit(frame(), epochs=30, lr=1e8, progress=False)
+    assert all(re.search(r"node '[xy]' stopped", str(w.message)) for w in record)
     assert all(bool(torch.isfinite(v).all()) for v in scm.state_dict().values())
     cf = scm.counterfactual(frame(5), do={"x": 1.0})
     assert bool(torch.isfinite(cf["y"]).all())
+
+
+@case("fit: a node whose loss explodes keeps weights no worse than its initial ones")
+def _():
+    from pyro_scm.fitting import mechanism_losses
+
+    scm = two_node()
+    data = {k: torch.tensor(v.to_numpy(), dtype=torch.float32) for k, v in frame().items()}
+    with torch.no_grad():
+        before = {k: float(v) for k, v in mechanism_losses(scm, data).items()}
+    with pytest.warns(errors.FitWarning, match="diverged"):
+        scm.fit(frame(), epochs=10, lr=1e3, progress=False)
+    with torch.no_grad():
+        after = {k: float(v) for k, v in mechanism_losses(scm, data).items()}
+    assert all(after[k] < before[k] + 0.5 for k in before), (before, after)
 
 
 @case("fit: an unfitted from_graph model refuses queries until fit")
@@ -995,6 +1012,7 @@ bad(
     "context",
     lambda: ps.CategoricalMechanism(3, context=2)(),
 )
+bad("constant: a string", errors.ArgumentError, "constant", lambda: ps.constant("a"))
 bad("mark_fitted: unknown node", errors.UnknownNodeError, "'q'", lambda: Linear().mark_fitted("q"))
 
 
