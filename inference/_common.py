@@ -70,6 +70,6 @@ def diagnostics(label: str, result) -> list[str]:
                 miss = miss.amax(-1)
                 out.append(
                     f"{label}: antecedent {node!r} missed by {miss.mean().item():.3g} on average "
-                    f"(worst unit {miss.amax(0).max().item():.3g}, in {node}'s units)"
+                    f"(worst draw {miss.max().item():.3g}, in {node}'s units)"
                 )
     return [f"- {line}" for line in out]
