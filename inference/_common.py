@@ -22,8 +22,54 @@ def parser(doc: str, quick_help: str) -> argparse.ArgumentParser:
 
 def check(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     """Reject a CUDA device on a machine without one, and fewer than one epoch."""
+    try:
+        torch.device(args.device)
+    except (RuntimeError, TypeError):
+        p.error(f"--device {args.device}: not a torch device (use cpu, cuda, cuda:1, mps, ...)")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error(f"--device {args.device}: CUDA is not available on this machine")
     if args.epochs is not None and args.epochs < 1:
         p.error("--epochs must be at least 1")
     return args
+
+
+def diagnostics(label: str, result) -> list[str]:
+    """The diagnostics of a query result in words, one markdown bullet each.
+
+    Reads ``sample_stats``: ``converged`` and ``violation`` (mode backtracking), ``r_hat`` and
+    ``ess_bulk`` (stochastic results, where the sampler reports them), ``accept_prob`` and
+    ``diverging``; and, for backtracking, how far the returned values miss the antecedent.
+    """
+    stats = result.sample_stats
+    out = []
+    if "converged" in stats:
+        met = stats["converged"].bool().all(0)
+        out.append(
+            f"{label}: {'converged' if bool(met.all()) else 'NOT converged'} — "
+            f"{int(met.sum())} of {met.numel()} units met the antecedent within tolerance"
+        )
+    if "r_hat" in stats:
+        r_hat = stats["r_hat"].max().item()
+        verdict = "chains agree" if r_hat <= 1.05 else "chains disagree: not converged"
+        out.append(f"{label}: max R-hat {r_hat:.3f} ({verdict}; threshold 1.05)")
+    if "ess_bulk" in stats:
+        out.append(f"{label}: min bulk ESS {stats['ess_bulk'].min().item():.0f} draws")
+    if "accept_prob" in stats:
+        out.append(f"{label}: mean acceptance rate {stats['accept_prob'].mean().item():.2f}")
+    if "diverging" in stats:
+        out.append(
+            f"{label}: {int(stats['diverging'].sum().item())} divergent transitions of "
+            f"{stats['diverging'].numel()} draws"
+        )
+    if result.kind == "backtracking":
+        for node, target in result.interventions.items():
+            if torch.is_tensor(target):
+                miss = (
+                    (result[node] - target).abs().reshape(result.num_samples, target.shape[0], -1)
+                )
+                miss = miss.amax(-1)
+                out.append(
+                    f"{label}: antecedent {node!r} missed by {miss.mean().item():.3g} on average "
+                    f"(worst draw {miss.max().item():.3g}, in {node}'s units)"
+                )
+    return [f"- {line}" for line in out]

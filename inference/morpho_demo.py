@@ -195,6 +195,11 @@ def main(argv: list[str] | None = None) -> dict:
         "explains the new intensity by changing thickness. See `counterfactuals.png`,",
         f"`scatter.png`, and `trace.png` (max R-hat {metrics['sampler max r_hat']:.2f}).",
         "",
+        "## Diagnostics",
+        "",
+        *_common.diagnostics("backtracking (mode)", mode),
+        *_common.diagnostics(f"backtracking ({args.sampler})", sampled),
+        "",
         "Files: " + ", ".join(f"`{name}.nc`" for name in results) + ", `graph.png`, "
         "`interventional.png`, `counterfactuals.png`, `scatter.png`, `trace.png`, `history.csv`.",
     ]

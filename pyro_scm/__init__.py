@@ -4,6 +4,7 @@ Write an SCM as a Pyro program over neural mechanisms; ask it observational, int
 and counterfactual queries; analyse the answers in arviz and pandas.
 """
 
+from . import _zuko  # noqa: F401, I001  (first: keeps torch's distribution validation setting)
 from . import distances, errors, infer
 from .builders import GraphSCM, from_graph
 from .graph import plot_graph
@@ -19,6 +20,7 @@ from .mechanisms import (
 from .plotting import plot_image_grid, plot_scatter
 from .results import QueryResult
 from .scm import SCM, Intervened
+from .validation import constant
 
 __version__ = "0.1.0"
 
@@ -35,6 +37,7 @@ __all__ = [
     "QueryResult",
     "VAEMechanism",
     "__version__",
+    "constant",
     "distances",
     "errors",
     "from_graph",

@@ -11,6 +11,7 @@ import zuko
 from torch import nn
 
 from . import graph as g
+from . import validation
 from .data import NodeSpec, node_specs_from_data, to_node_tensors
 from .errors import MechanismError, MissingNodeError, UnknownNodeError
 from .fitting import prepare
@@ -72,6 +73,7 @@ class GraphSCM(SCM):
 
     def __init__(self, parents: Mapping[str, Sequence[str]], mechanisms: Mapping[str, Mechanism]):
         super().__init__()
+        validation.check_parents(parents)
         self.order = list(parents)
         self.parents = {n: list(p) for n, p in parents.items()}
         self.mechanisms = nn.ModuleList([mechanisms[n] for n in self.order])

@@ -5,15 +5,16 @@ Every check raises a typed error naming the node, before any computation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from . import validation
 from .errors import (
     DataError,
     InterventionError,
@@ -97,7 +98,9 @@ def _from_frame(frame: pd.DataFrame, specs: Mapping[str, NodeSpec], where: str) 
             out[node] = column.to_numpy()
             used.add(node)
             continue
-        size = spec.event_shape.numel()
+        if not spec.event_shape:
+            continue  # a scalar node is one column named after it
+        size = math.prod(spec.event_shape)
         names = [f"{node}[{i}]" for i in range(size)]
         present = [c for c in names if c in frame.columns]
         if present:
@@ -106,11 +109,7 @@ def _from_frame(frame: pd.DataFrame, specs: Mapping[str, NodeSpec], where: str) 
                 raise ShapeError(f"node {node!r} in {where} lacks columns {missing}")
             out[node] = frame[names].to_numpy().reshape(len(frame), *spec.event_shape)
             used.update(names)
-    for column in frame.columns:
-        if column not in used:
-            base = str(column).split("[")[0]
-            if base not in specs:
-                raise UnknownNodeError(str(column), list(specs), where)
+    validation.check_frame_columns(frame.columns, used, specs, where)
     return out
 
 
@@ -120,9 +119,10 @@ def _node_tensor(node: str, value: object, spec: NodeSpec, where: str, like: Ten
             raise DataError(f"node {node!r} in {where} holds non-numeric values")
         if not value.flags.writeable:
             value = value.copy()
+    validation.check_tensor(f"node {node!r} in {where}", value, DataError)
     t = torch.as_tensor(value, device=like.device)
-    if spec.num_classes is not None and not t.is_floating_point() and t.dim() == 1:
-        t = _one_hot(node, t, spec.num_classes, where)
+    if spec.num_classes is not None and t.dim() >= 1:
+        t = validation.categorical_value(node, t, spec.num_classes, where, ShapeError)
     t = t.to(dtype=like.dtype)
     if t.dim() == len(spec.event_shape) or t.shape[1:] != spec.event_shape:
         expected = ("units", *spec.event_shape)
@@ -135,14 +135,6 @@ def _node_tensor(node: str, value: object, spec: NodeSpec, where: str, like: Ten
     return t
 
 
-def _one_hot(node: str, index: Tensor, num_classes: int, where: str) -> Tensor:
-    if index.numel() and (index.min() < 0 or index.max() >= num_classes):
-        raise ShapeError(
-            f"categorical node {node!r} in {where} has class indices outside [0, {num_classes - 1}]"
-        )
-    return F.one_hot(index.long(), num_classes)
-
-
 def broadcast_intervention(
     node: str, value: object, units: int, spec: NodeSpec, like: Tensor
 ) -> Tensor | Callable:
@@ -153,6 +145,7 @@ def broadcast_intervention(
     """
     if callable(value) and not torch.is_tensor(value):
         return value
+    validation.check_tensor(f"the intervention on {node!r}", value, InterventionError)
     try:
         t = torch.as_tensor(value, device=like.device)
     except (TypeError, ValueError, RuntimeError) as e:
@@ -160,11 +153,8 @@ def broadcast_intervention(
             f"intervention on {node!r} must be a number, a tensor or a callable, "
             f"not {type(value).__name__}"
         ) from e
-    if spec.num_classes is not None and not t.is_floating_point():
-        if t.dim() > 0 and t.shape[-1] == spec.num_classes and t.dim() > 1:
-            pass  # already one-hot
-        else:
-            t = _one_hot(node, t, spec.num_classes, f"the intervention on {node!r}")
+    if spec.num_classes is not None:
+        t = validation.categorical_value(node, t, spec.num_classes, "do", InterventionError)
     t = t.to(dtype=like.dtype)
     target = torch.Size([units]) + spec.event_shape
     try:
@@ -190,6 +180,7 @@ def node_specs_from_data(
     are categorical too.
     """
     categorical = dict(categorical or {})
+    validation.integer_columns(data, categorical)
     specs: dict[str, NodeSpec] = {}
     if isinstance(data, pd.DataFrame):
         vectors: dict[str, int] = {}

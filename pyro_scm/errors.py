@@ -57,6 +57,10 @@ class NotFittedError(SCMError, RuntimeError):
     """A query needs a fitted mechanism but the SCM was never fitted."""
 
 
+class FitWarning(UserWarning):
+    """Training of a mechanism stopped early (a non-finite loss); the warning names the node."""
+
+
 class PersistenceError(SCMError, ValueError):
     """A saved model is corrupt or does not match the model it is loaded into."""
 
@@ -67,3 +71,7 @@ class DataError(SCMError, ValueError):
 
 class DistanceError(SCMError, TypeError):
     """A backtracking distance is not a ``Distance`` or a callable."""
+
+
+class ArgumentError(SCMError, ValueError):
+    """An argument of a query or of fit has an invalid value or type."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import pandas as pd
 import pyro.poutine as poutine
@@ -18,8 +19,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import validation
 from .data import to_node_tensors
-from .errors import DataError
+from .errors import DataError, FitWarning
 from .handlers import as_mechanism
 
 __all__ = ["fit", "mechanism_losses", "prepare"]
@@ -50,6 +52,9 @@ def prepare(scm, data: dict[str, Tensor]) -> dict[str, nn.Module]:
     return mechanisms
 
 
+@validation.guarded
+@validation.unchecked_distributions
+@torch.enable_grad()
 def fit(
     scm,
     data: object,
@@ -88,12 +93,9 @@ def fit(
     Returns:
         the history, one row per (epoch, node): columns ``epoch``, ``node``, ``train``, ``val``.
     """
-    if epochs < 1 or batch_size < 1 or not 0 <= val_fraction < 1:
-        raise DataError("fit needs epochs >= 1, batch_size >= 1 and 0 <= val_fraction < 1")
-    if lr_decay is not None and not (0 < lr_decay < 1 and max_decays >= 0):
-        raise DataError(
-            f"fit needs 0 < lr_decay < 1 and max_decays >= 0, got {lr_decay}, {max_decays}"
-        )
+    validation.check_fit_arguments(
+        **{k: v for k, v in locals().items() if k not in ("scm", "data")}
+    )
     values = to_node_tensors(data, scm.specs, where="training data", like=scm._like())
     units = next(iter(values.values())).shape[0]
     device = next(iter(values.values())).device
@@ -114,9 +116,11 @@ def fit(
     }
     history: list[dict] = []
     if not trainable:
+        validation.mark_fitted_mechanisms(mechanisms.values())
         return pd.DataFrame(history, columns=["epoch", "node", "train", "val"])
     optimizer = torch.optim.Adam(_param_groups(trainable), lr=lr, weight_decay=weight_decay)
     stopper = _EarlyStopping(trainable, patience, optimizer, lr_decay, max_decays)
+    stopper.start(_initial_losses(scm, val))
     n_train = units - n_val
     steps = math.ceil(n_train / batch_size)
     bar = tqdm(range(epochs), desc="fit", disable=not progress, leave=False)
@@ -140,14 +144,23 @@ def fit(
         for k, train_loss in sums.items():
             val_loss = val_losses[k].item() if k in val_losses else float("nan")
             history.append({"epoch": epoch, "node": k, "train": train_loss, "val": val_loss})
-            stopper.update(k, val_loss if val is not None else train_loss)
+            stopper.update(k, val_loss if val is not None else train_loss, train_loss)
         bar.set_postfix(loss=f"{sum(sums.values()):.3f}", active=len(stopper.active))
         if not stopper.active:
             break
     bar.close()
     stopper.restore()
+    validation.mark_fitted_mechanisms(mechanisms.values())
     scm.eval()
     return pd.DataFrame(history)
+
+
+@torch.no_grad()
+def _initial_losses(scm, val: dict[str, Tensor] | None) -> dict[str, float]:
+    if val is None:
+        return {}
+    scm.eval()
+    return {k: float(v) for k, v in mechanism_losses(scm, val).items()}
 
 
 def _param_groups(mechanisms: dict[str, nn.Module]) -> list[dict]:
@@ -181,8 +194,25 @@ class _EarlyStopping:
         self.wait = dict.fromkeys(mechanisms, 0)
         self.decays_left = dict.fromkeys(mechanisms, max_decays if lr_decay else 0)
 
-    def update(self, node: str, loss: float) -> None:
+    def start(self, losses: dict[str, float]) -> None:
+        """The validation losses of the initial weights: training must beat them."""
+        for k, loss in losses.items():
+            if k in self.best and math.isfinite(loss):
+                self.best[k] = loss
+
+    def update(self, node: str, loss: float, train_loss: float = 0.0) -> None:
         best = self.best[node]
+        exploded = math.isfinite(best) and loss > best + 100 * max(1.0, abs(best))
+        if not (math.isfinite(loss) and math.isfinite(train_loss)) or exploded:
+            self.active.remove(node)  # diverged: stop; restore() brings back the best weights
+            warnings.warn(
+                f"training of node {node!r} stopped: its loss diverged (train {train_loss:.3g}, "
+                f"validation {loss:.3g}, best {best:.3g}); its best weights were kept "
+                "(lower lr, or check the data)",
+                FitWarning,
+                stacklevel=3,
+            )
+            return
         if math.isinf(best) or loss < best - 1e-4 * max(1.0, abs(best)):
             self.best[node], self.wait[node] = loss, 0
             self.state[node] = copy.deepcopy(self.mechanisms[node].state_dict())

@@ -16,6 +16,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 from torch import Tensor
 
+from . import validation
 from .errors import MechanismError
 from .mechanisms.base import MechanismDistribution, WrappedMechanismDistribution
 
@@ -85,12 +86,15 @@ class ReplayNoise(Messenger):
 class ShiftedDistribution(WrappedMechanismDistribution):
     """The mechanism ``x = fn(f(u; pa))``: a site's mechanism followed by a map of its value."""
 
-    def __init__(self, base: MechanismDistribution, fn: Callable[[Tensor], Tensor]):
+    def __init__(
+        self, base: MechanismDistribution, fn: Callable[[Tensor], Tensor], node: str = "?"
+    ):
         super().__init__(base)
-        self.fn = fn
+        self.fn, self.node = fn, node
 
     def generate(self, u: Tensor) -> Tensor:
-        return torch.as_tensor(self.fn(self.base.generate(u)))
+        x = self.base.generate(u)
+        return validation.shift_output(self.node, self.fn(x), x, _num_classes(self.base))
 
     def abduct(self, x: Tensor) -> Tensor:
         raise MechanismError("a shifted mechanism cannot be abducted; abduct before intervening")
@@ -113,4 +117,10 @@ class Shift(Messenger):
 
     def _pyro_sample(self, msg: dict) -> None:
         if msg["name"] in self.shifts and not isinstance(msg["fn"], ShiftedDistribution):
-            msg["fn"] = ShiftedDistribution(as_mechanism(msg), self.shifts[msg["name"]])
+            msg["fn"] = ShiftedDistribution(
+                as_mechanism(msg), self.shifts[msg["name"]], msg["name"]
+            )
+
+
+def _num_classes(fn: MechanismDistribution) -> int | None:
+    return fn.event_shape[-1] if fn.mechanism.kind == "categorical" else None

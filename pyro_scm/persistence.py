@@ -7,6 +7,7 @@ import os
 import torch
 
 from .errors import PersistenceError
+from .validation import unfitted_nodes
 
 __all__ = ["FORMAT_VERSION", "load", "save"]
 
@@ -35,8 +36,12 @@ def save(scm, path: str | os.PathLike) -> None:
         "format_version": FORMAT_VERSION,
         "metadata": _metadata(scm),
         "state_dict": {k: v.detach().cpu() for k, v in scm.state_dict().items()},
+        "fitted": [n for n in scm.graph.nodes if n not in unfitted_nodes(scm)],
     }
-    torch.save(payload, path)
+    try:
+        torch.save(payload, path)
+    except (OSError, RuntimeError) as e:
+        raise PersistenceError(f"cannot write {path}: {e}") from e
 
 
 def load(scm, path: str | os.PathLike):
@@ -59,13 +64,21 @@ def load(scm, path: str | os.PathLike):
             f"{path} has format version {payload.get('format_version')}; "
             f"this pyro_scm reads version {FORMAT_VERSION}"
         )
-    _check_metadata(payload["metadata"], _metadata(scm), path)
+    if not isinstance(payload.get("metadata"), dict) or "state_dict" not in payload:
+        raise PersistenceError(f"{path} lacks the metadata or weights of a pyro_scm file")
+    try:
+        _check_metadata(payload["metadata"], _metadata(scm), path)
+    except (KeyError, TypeError) as e:
+        raise PersistenceError(f"{path} has incomplete metadata (no {e})") from e
     like = scm._like()
     state = {k: v.to(like.device) for k, v in payload["state_dict"].items()}
     try:
         scm.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise PersistenceError(f"the weights in {path} do not fit this model: {e}") from e
+    fitted = payload.get("fitted", list(scm.graph.nodes))  # files without the list: all fitted
+    for node, mechanism in scm.graph.graph["mechanisms"].items():
+        mechanism.mark_fitted(node in fitted)
     return scm
 
 

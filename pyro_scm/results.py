@@ -109,7 +109,8 @@ class QueryResult(Mapping):
         """The samples as arviz data (``InferenceData`` on arviz 0.x, ``DataTree`` on 1.x).
 
         Groups: ``posterior`` (dims chain, draw, unit, ``<node>_dim_i``), ``observed_data``
-        (the factual), ``constant_data`` (the interventions, as ``do_<node>``), ``sample_stats``
+        (the factual, dims unit, ``<node>_dim_i``), ``constant_data`` (the interventions as
+        ``do_<node>``, or a backtracking antecedent as ``antecedent_<node>``), ``sample_stats``
         where a sampler gave them; the exogenous noise is in the posterior as ``u_<node>``.
         """
         import arviz as az
@@ -125,9 +126,13 @@ class QueryResult(Mapping):
             dims[name] = ["unit"] + [f"{name}_dim_{i}" for i in range(u.dim() - 2)]
         if self.factual:
             groups["observed_data"] = {k: _numpy(v) for k, v in self.factual.items()}
+        prefix = "antecedent" if self.kind == "backtracking" else "do"
         constant = {
-            f"do_{k}": _numpy(v) for k, v in self.interventions.items() if torch.is_tensor(v)
+            f"{prefix}_{k}": _numpy(v) for k, v in self.interventions.items() if torch.is_tensor(v)
         }
+        for k, v in self.interventions.items():  # (units, *event): the posterior's dims
+            if torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == self.num_units:
+                dims[f"{prefix}_{k}"] = ["unit"] + [f"{k}_dim_{i}" for i in range(v.dim() - 1)]
         if constant:
             groups["constant_data"] = constant
         if self.sample_stats:
@@ -135,7 +140,9 @@ class QueryResult(Mapping):
         coords = {"unit": np.arange(self.num_units)}
         attrs = {"query": self.kind}
         if self.interventions:
-            attrs["interventions"] = _describe(self.interventions)
+            attrs["antecedent" if self.kind == "backtracking" else "interventions"] = _describe(
+                self.interventions
+            )
         if "data" in inspect.signature(az.from_dict).parameters:  # arviz >= 1.0: a DataTree
             return az.from_dict(groups, dims=dims, coords=coords, attrs={"/": attrs})
         return az.from_dict(**groups, dims=dims, coords=coords, attrs=attrs)

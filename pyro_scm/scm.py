@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from . import graph as g
+from . import validation
 from .data import NodeSpec, broadcast_intervention, to_node_tensors
 from .errors import InterventionError, UnknownNodeError
 from .handlers import Abduct, ReplayNoise, Shift, as_mechanism
@@ -78,12 +79,15 @@ class SCM(nn.Module):
                 raise RuntimeError(f"running {type(self).__name__}.model() failed: {e}") from e
         return self._graph_cache
 
+    @validation.guarded
     def _derive_graph(self) -> nx.DiGraph:
         def run() -> None:
             with ReplayNoise(batch_shape=(2,), strict=False):
                 self.model()
 
-        graph = g.graph_from_trace(g.trace_provenance(run))
+        trace, mechanisms = validation.trace_program(self, run)
+        graph = g.graph_from_trace(trace)
+        graph.graph["mechanisms"] = mechanisms
         g.check_acyclic(graph)
         for node in graph.nodes:
             mechanism_k = graph.nodes[node]["mechanism"]
@@ -135,6 +139,7 @@ class SCM(nn.Module):
             if site["type"] == "sample" and not name.endswith("__CF")
         }
 
+    @validation.guarded
     def abduct(self, factual: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The exogenous noise of every node given its (and its parents') factual values.
 
@@ -147,12 +152,14 @@ class SCM(nn.Module):
             self.model()
         return abduct.noise
 
+    @validation.guarded
     @torch.no_grad()
     def log_prob(self, data: object) -> Tensor:
         """log p(x) of each unit: the sum of every mechanism's log-density, ``(units,)``.
 
         Needs mechanisms with a tractable ``log_prob`` (flows, loc-scale, categorical).
         """
+        validation.check_query(self)
         values = to_node_tensors(data, self.specs, where="data", like=self._like())
         with poutine.trace() as tracer, poutine.condition(data=values):
             self.model()
@@ -176,6 +183,7 @@ class SCM(nn.Module):
         """
         return Intervened(self, interventions)
 
+    @validation.guarded
     @torch.no_grad()
     def counterfactual(
         self,
@@ -201,6 +209,7 @@ class SCM(nn.Module):
         Returns:
             a :class:`QueryResult`, each node ``(num_samples, units, *event)``.
         """
+        validation.check_query(self, num_samples=num_samples, chunk_size=chunk_size)
         specs = self.specs
         like = self._like()
         factual_t = to_node_tensors(factual, specs, where="factual", like=like)
@@ -261,9 +270,12 @@ class SCM(nn.Module):
             out[node] = broadcast_intervention(node, value, units, specs[node], like)
         return out
 
+    @validation.guarded
     def backtrack(self, factual: object, antecedent: Mapping[str, object], **kwargs):
         """Backtracking counterfactual; see :func:`pyro_scm.infer.backtrack`."""
         from .infer import backtrack
+
+        validation.check_query(self)
 
         return backtrack(self, factual, antecedent, **kwargs)
 
@@ -274,6 +286,10 @@ class SCM(nn.Module):
         from .fitting import fit
 
         return fit(self, data, **kwargs)
+
+    def mark_fitted(self, *nodes: str) -> SCM:
+        """Declare the mechanisms of ``nodes`` (default: all) fitted, e.g. weights set by hand."""
+        return validation.mark_fitted(self, nodes)
 
     def save(self, path) -> None:
         """Save weights, standardisation and metadata; see :func:`pyro_scm.persistence.save`."""
@@ -329,14 +345,14 @@ class Intervened:
         """The mutilated graph: no edges into intervened nodes."""
         return g.mutilate(self.scm.graph, self.interventions)
 
+    @validation.guarded
     @torch.no_grad()
     def sample(self, n: int, *, return_noise: bool = False) -> QueryResult:
         """``n`` samples from the intervened model: each node ``(n, 1, *event)``.
 
         Intervention tensors broadcast against ``(n, *event)``.
         """
-        if not isinstance(n, int) or n < 1:
-            raise InterventionError(f"the number of samples must be a positive int, got {n!r}")
+        validation.check_query(self.scm, n=n)
         scm, specs, like = self.scm, self.scm.specs, self.scm._like()
         actions = scm._interventions(self.interventions, n, specs, like)
         actions = {k: v.unsqueeze(1) if torch.is_tensor(v) else v for k, v in actions.items()}

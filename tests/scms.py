@@ -60,6 +60,7 @@ class Flows(ps.SCM):
         self.b = ps.FlowMechanism(zuko.flows.MAF(features=1, context=1))
         self.c = ps.FlowMechanism(zuko.flows.NSF(features=2, context=2))
         self.d = ps.FlowMechanism(zuko.flows.MAF(features=1, context=2))
+        self.mark_fitted()  # random weights on purpose: the tests check shapes and laws
 
     def model(self):
         a = pyro.sample("a", self.a())

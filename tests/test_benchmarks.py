@@ -55,6 +55,7 @@ def test_first_column_variant_differs_from_all_descendants():
 def test_hand_written_counterfactual_matches_pyro_scm():
     syn = ladder10()
     scm = learned_scm(syn, syn.sample(200, seed=0), "nsf", hidden=(8,), transforms=1)
+    scm.mark_fitted()  # random weights on purpose: the two computations must agree on any
     factual = syn.sample(30, seed=1)
     value = torch.full((30,), 0.5)
     ours = scm.counterfactual(factual, do={"x1": value})

@@ -54,6 +54,11 @@ def test_main_job_quick_writes_every_query(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     for query in ("Interventional", "interventional CF", "backtracking (mode)", "(mala)"):
         assert query in summary
+    # every diagnostic in words: convergence of the mode, sampler statistics, antecedent misses
+    assert "## Diagnostics" in summary
+    assert "backtracking (mode): converged" in summary or "NOT converged" in summary
+    assert "mean acceptance rate" in summary and "divergent transitions" in summary
+    assert summary.count("antecedent 'intensity' missed by") == 2
     # the interventional counterfactual keeps intensity's cause; backtracking moves it
     assert metrics["interventional CF: |thickness change|"] == 0
     assert metrics["backtracking (mode): |thickness change|"] > 0
@@ -62,7 +67,12 @@ def test_main_job_quick_writes_every_query(tmp_path):
 def test_main_job_rejects_bad_arguments(capsys):
     from pyro_scm.inference import morpho_demo
 
-    for bad in (["--units", "0"], ["--intensity", "300"], ["--sampler", "gibbs"]):
+    for bad in (
+        ["--units", "0"],
+        ["--intensity", "300"],
+        ["--sampler", "gibbs"],
+        ["--device", "gpu"],
+    ):
         with pytest.raises(SystemExit):
             morpho_demo.parse_args(bad)
 

@@ -125,12 +125,12 @@ def test_load_rejects_mismatched_models_and_corrupt_files(tmp_path):
 
 def test_fit_argument_errors():
     frame, *_ = _anm_frame(10)
-    with pytest.raises(ps.errors.DataError, match="epochs"):
+    with pytest.raises(ps.errors.ArgumentError, match="epochs"):
         Linear().fit(frame.assign(z=0.0), epochs=0)
     with pytest.raises(ps.errors.DataError, match="too few"):
         Linear().fit(frame.assign(z=0.0).iloc[:1], val_fraction=0.5)
     for bad in (0.0, 1.0, 2.0):
-        with pytest.raises(ps.errors.DataError, match="lr_decay"):
+        with pytest.raises(ps.errors.ArgumentError, match="lr_decay"):
             Linear().fit(frame.assign(z=0.0), lr_decay=bad)
 
 

@@ -10,7 +10,7 @@ def test_triangle_graph():
 
 
 def test_digit_image_counterfactual_runs():
-    scm = DigitImage(side=14, net="mlp", width=32, timesteps=100, steps=4)
+    scm = DigitImage(side=14, net="mlp", width=32, timesteps=100, steps=4).mark_fitted()
     assert list(scm.graph.edges) == [("digit", "image")]
     factual = {"digit": torch.tensor([1, 7]), "image": torch.rand(2, 1, 14, 14)}
     cf = scm.counterfactual(factual, do={"digit": 3})

@@ -142,6 +142,24 @@ class Mechanism(nn.Module):
     """
 
     event_shape: torch.Size = torch.Size()
+    _fitted: bool = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_load_state_dict_post_hook(_mark_loaded)
+
+    @property
+    def fitted(self) -> bool:
+        """Whether the weights mean something: set by ``fit``, ``load`` or :meth:`mark_fitted`.
+
+        A mechanism without trainable parameters (fixed equations) is fitted by construction.
+        """
+        return self._fitted or not any(p.requires_grad for p in self.parameters())
+
+    def mark_fitted(self, fitted: bool = True) -> Mechanism:
+        """Declare the mechanism fitted (weights set by hand) or not; returns the mechanism."""
+        self._fitted = bool(fitted)
+        return self
 
     def __call__(self, *parents: Tensor) -> MechanismDistribution:
         d = super().__call__(*parents)
@@ -167,6 +185,11 @@ class Mechanism(nn.Module):
             if t.is_floating_point():
                 return t
         return torch.zeros(())
+
+
+def _mark_loaded(module: Mechanism, incompatible_keys) -> None:
+    """Weights loaded with ``load_state_dict`` count as fitted."""
+    module.mark_fitted()
 
 
 def flatten_parents(
