@@ -1,32 +1,27 @@
-"""The SCM: a Pyro program over mechanisms, and the queries of Pearl's ladder on it.
+"""The SCM: a Pyro program over mechanisms, its derived graph, and the queries as methods.
 
 Users subclass :class:`SCM`, create mechanisms in ``__init__`` and write ``model()`` as plain
 ``pyro.sample(name, self.mechanism(*parents))`` statements, one unit at a time (no plates): the
 queries batch over units and samples by running the program on batched values.
 
-Queries are compositions of effect handlers over that program:
-
-- observational: :class:`~pyro_scm.handlers.ReplayNoise` with fresh noise;
-- interventional: the same under ``pyro.poutine.do`` (values) and
-  :class:`~pyro_scm.handlers.Shift` (callables);
-- counterfactual: :class:`~pyro_scm.handlers.Abduct` under ``pyro.poutine.condition`` on the
-  factual, then the interventional run replaying the abducted noise, with the non-descendants of
-  the intervened nodes conditioned to their factual values.
+The class keeps the program, the graph derived from it and the node specs; each query method
+delegates in one line to :mod:`pyro_scm.queries` (one module per rung of Pearl's ladder, planned
+from the graph), training to :mod:`pyro_scm.fitting`, persistence to :mod:`pyro_scm.persistence`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import networkx as nx
-import pyro.poutine as poutine
 import torch
 from torch import Tensor, nn
 
 from . import graph as g
-from .data import NodeSpec, broadcast_intervention, to_node_tensors
-from .errors import InterventionError, UnknownNodeError
-from .handlers import Abduct, ReplayNoise, Shift, as_mechanism
+from . import queries
+from .data import NodeSpec
+from .handlers import ReplayNoise
+from .queries import Intervened
 from .results import QueryResult
 
 __all__ = ["SCM", "Intervened"]
@@ -111,29 +106,7 @@ class SCM(nn.Module):
                 return t
         return torch.zeros(())
 
-    # -- running the program ----------------------------------------------------------------
-
-    def _predict(
-        self,
-        noise: dict[str, Tensor],
-        batch_shape: torch.Size,
-        interventions: Mapping[str, Tensor | Callable],
-        fixed: Mapping[str, Tensor],
-    ) -> dict[str, Tensor]:
-        values = {k: v for k, v in interventions.items() if torch.is_tensor(v)}
-        shifts = {k: v for k, v in interventions.items() if not torch.is_tensor(v)}
-        with (
-            ReplayNoise(noise, batch_shape),
-            poutine.condition(data=dict(fixed)),
-            poutine.do(data=values),
-            Shift(shifts),
-        ):
-            trace = poutine.trace(self.model).get_trace()
-        return {
-            name: trace.nodes[f"{name}__CF"]["value"] if name in values else site["value"]
-            for name, site in trace.nodes.items()
-            if site["type"] == "sample" and not name.endswith("__CF")
-        }
+    # -- queries (pyro_scm.queries) ---------------------------------------------------------
 
     def abduct(self, factual: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The exogenous noise of every node given its (and its parents') factual values.
@@ -143,27 +116,19 @@ class SCM(nn.Module):
         Returns:
             node -> ``(*batch, *noise_event)``.
         """
-        with Abduct() as abduct, poutine.condition(data=dict(factual)):
-            self.model()
-        return abduct.noise
+        return queries.abduct(self, factual)
 
-    @torch.no_grad()
     def log_prob(self, data: object) -> Tensor:
         """log p(x) of each unit: the sum of every mechanism's log-density, ``(units,)``.
 
         Needs mechanisms with a tractable ``log_prob`` (flows, loc-scale, categorical).
         """
-        values = to_node_tensors(data, self.specs, where="data", like=self._like())
-        with poutine.trace() as tracer, poutine.condition(data=values):
-            self.model()
-        sites = [s for s in tracer.trace.nodes.values() if s["type"] == "sample"]
-        return sum(as_mechanism(s).log_prob(s["value"]) for s in sites)
-
-    # -- queries ----------------------------------------------------------------------------
+        return queries.log_prob(self, data)
 
     def sample(self, n: int, *, return_noise: bool = False) -> QueryResult:
-        """``n`` observational samples: each node ``(n, 1, *event)``."""
-        return self.do({}).sample(n, return_noise=return_noise)
+        """``n`` observational samples: each node ``(n, 1, *event)``; with ``return_noise`` the
+        drawn noise in ``result.noise``."""
+        return queries.sample(self, n, {}, return_noise=return_noise)
 
     def do(self, interventions: Interventions) -> Intervened:
         """The model under ``do(interventions)``; see :class:`Intervened`.
@@ -187,9 +152,10 @@ class SCM(nn.Module):
     ) -> QueryResult:
         """Counterfactual values of every node under ``do`` given factual observations.
 
-        Abduction u = f⁻¹(x_F; pa_F) for every node, action ``do``, prediction
-        x* = f(u; pa*) in topological order. Only descendants of intervened nodes are
-        recomputed; every other node is returned exactly as given.
+        Abduction u = f⁻¹(x_F; pa_F), action ``do``, prediction x* = f(u; pa*) in topological
+        order, planned from the graph: only the intervened nodes and their descendants are
+        abducted and recomputed; every other node is returned exactly as given, and its
+        mechanism runs no network (:mod:`pyro_scm.queries.plan`).
 
         Args:
             factual: a DataFrame, a dict node -> ``(units, *event)`` or a :class:`QueryResult`.
@@ -199,73 +165,16 @@ class SCM(nn.Module):
             chunk_size: answer this many units at a time (bounds memory for huge batches).
 
         Returns:
-            a :class:`QueryResult`, each node ``(num_samples, units, *event)``.
+            a :class:`QueryResult`, each node ``(num_samples, units, *event)``; ``noise`` holds
+            the abducted noise of the recomputed nodes.
         """
-        specs = self.specs
-        like = self._like()
-        factual_t = to_node_tensors(factual, specs, where="factual", like=like)
-        units = next(iter(factual_t.values())).shape[0]
-        actions = self._interventions(do or {}, units, specs, like)
-        changed = set(actions) | g.descendants(self.graph, actions)
-        step = chunk_size or units
-        parts = [
-            self._counterfactual_chunk(
-                {k: v[i : i + step] for k, v in factual_t.items()},
-                {k: v[i : i + step] if torch.is_tensor(v) else v for k, v in actions.items()},
-                changed,
-                num_samples,
-            )
-            for i in range(0, units, step)
-        ]
-        values, latents = (
-            {k: torch.cat([p[j][k] for p in parts], dim=1) for k in parts[0][j]} for j in (0, 1)
+        return queries.counterfactual(
+            self, factual, do, num_samples=num_samples, chunk_size=chunk_size
         )
-        return QueryResult(
-            values=values,
-            kind="counterfactual",
-            factual=factual_t,
-            interventions=actions,
-            latents=latents,
-            categorical=_categorical(specs),
-        )
-
-    def _counterfactual_chunk(
-        self,
-        factual: dict[str, Tensor],
-        actions: dict[str, Tensor | Callable],
-        changed: set[str],
-        num_samples: int,
-    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        expanded = {k: v.expand(num_samples, *v.shape) for k, v in factual.items()}
-        batch = next(iter(expanded.values())).shape[:2]
-        noise = self.abduct(expanded)
-        fixed = {k: v for k, v in expanded.items() if k not in changed}
-        actions = {
-            k: v.expand(num_samples, *v.shape) if torch.is_tensor(v) else v
-            for k, v in actions.items()
-        }
-        values = self._predict(noise, batch, actions, fixed) if changed else expanded
-        return values, noise
-
-    def _interventions(
-        self, interventions: Interventions, units: int, specs: Mapping[str, NodeSpec], like
-    ) -> dict[str, Tensor | Callable]:
-        if not isinstance(interventions, Mapping):
-            raise InterventionError(
-                f"interventions must be a dict node -> value, not {type(interventions).__name__}"
-            )
-        out = {}
-        for node, value in interventions.items():
-            if node not in specs:
-                raise UnknownNodeError(node, list(specs), "do")
-            out[node] = broadcast_intervention(node, value, units, specs[node], like)
-        return out
 
     def backtrack(self, factual: object, antecedent: Mapping[str, object], **kwargs):
         """Backtracking counterfactual; see :func:`pyro_scm.infer.backtrack`."""
-        from .infer import backtrack
-
-        return backtrack(self, factual, antecedent, **kwargs)
+        return queries.backtrack(self, factual, antecedent, **kwargs)
 
     # -- training and persistence -----------------------------------------------------------
 
@@ -305,55 +214,3 @@ class SCM(nn.Module):
                 f"parents ({parents})"
             )
         return "\n".join([*lines, ")"])
-
-
-class Intervened:
-    """An SCM under ``do(interventions)``: sample it, or ask counterfactuals of it.
-
-    Interventions are checked against the model's nodes when created.
-    """
-
-    def __init__(self, scm: SCM, interventions: Interventions):
-        if not isinstance(interventions, Mapping):
-            raise InterventionError(
-                f"interventions must be a dict node -> value, not {type(interventions).__name__}"
-            )
-        specs = scm.specs
-        for node in interventions:
-            if node not in specs:
-                raise UnknownNodeError(node, list(specs), "do")
-        self.scm, self.interventions = scm, dict(interventions)
-
-    @property
-    def graph(self) -> nx.DiGraph:
-        """The mutilated graph: no edges into intervened nodes."""
-        return g.mutilate(self.scm.graph, self.interventions)
-
-    @torch.no_grad()
-    def sample(self, n: int, *, return_noise: bool = False) -> QueryResult:
-        """``n`` samples from the intervened model: each node ``(n, 1, *event)``.
-
-        Intervention tensors broadcast against ``(n, *event)``.
-        """
-        if not isinstance(n, int) or n < 1:
-            raise InterventionError(f"the number of samples must be a positive int, got {n!r}")
-        scm, specs, like = self.scm, self.scm.specs, self.scm._like()
-        actions = scm._interventions(self.interventions, n, specs, like)
-        actions = {k: v.unsqueeze(1) if torch.is_tensor(v) else v for k, v in actions.items()}
-        noise: dict[str, Tensor] = {}
-        values = scm._predict(noise, torch.Size([n, 1]), actions, {})
-        return QueryResult(
-            values=values,
-            kind="interventional" if actions else "observational",
-            interventions={k: v[:, 0] if torch.is_tensor(v) else v for k, v in actions.items()},
-            latents=noise if return_noise else {},
-            categorical=_categorical(specs),
-        )
-
-    def counterfactual(self, factual: object, **kwargs) -> QueryResult:
-        """``scm.counterfactual(factual, do=interventions, **kwargs)``."""
-        return self.scm.counterfactual(factual, do=self.interventions, **kwargs)
-
-
-def _categorical(specs: Mapping[str, NodeSpec]) -> dict[str, int]:
-    return {k: s.num_classes for k, s in specs.items() if s.num_classes is not None}
