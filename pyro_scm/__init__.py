@@ -10,6 +10,7 @@ from .graph import plot_graph
 from .mechanisms import (
     CategoricalMechanism,
     DiffusionMechanism,
+    EquationMechanism,
     FlowMechanism,
     LocScaleMechanism,
     Mechanism,
@@ -26,6 +27,7 @@ __all__ = [
     "SCM",
     "CategoricalMechanism",
     "DiffusionMechanism",
+    "EquationMechanism",
     "FlowMechanism",
     "GraphSCM",
     "Intervened",
