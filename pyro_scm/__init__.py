@@ -5,7 +5,6 @@ and counterfactual queries; analyse the answers in arviz and pandas.
 """
 
 from . import distances, errors, infer
-from .builders import GraphSCM, from_graph
 from .graph import plot_graph
 from .mechanisms import (
     CategoricalMechanism,
@@ -19,7 +18,7 @@ from .mechanisms import (
 )
 from .plotting import plot_image_grid, plot_scatter
 from .results import QueryResult
-from .scm import SCM, Intervened
+from .scm import SCM, GraphSCM, Intervened, from_graph
 
 __version__ = "0.1.0"
 

@@ -1,130 +1,13 @@
-"""Building an SCM from a declared graph: one learned mechanism per node, in topological order."""
+"""Building an SCM from a declared graph: one learned mechanism per node, in topological order.
+
+The pieces live in the layers below (``pyro_scm.mechanisms.factory`` makes each node's mechanism,
+``pyro_scm.scm`` holds :class:`GraphSCM` and :meth:`SCM.from_graph`); this module gathers them
+under their historical import path. It imports ``scm``, never the other way round.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from .mechanisms.factory import MechanismFactory, make_mechanism
+from .scm import SCM, GraphSCM, from_graph
 
-import networkx as nx
-import pyro
-import torch
-import zuko
-from torch import nn
-
-from . import graph as g
-from .data import NodeSpec, node_specs_from_data, to_node_tensors
-from .errors import MechanismError, MissingNodeError, UnknownNodeError
-from .fitting import prepare
-from .mechanisms import CategoricalMechanism, FlowMechanism, LocScaleMechanism, Mechanism
-from .scm import SCM
-
-__all__ = ["GraphSCM", "from_graph", "make_mechanism"]
-
-MechanismFactory = Callable[[str, torch.Size, int], Mechanism]
-
-
-def make_mechanism(
-    kind: str | MechanismFactory,
-    node: str,
-    spec: NodeSpec,
-    context: int,
-    hidden: Sequence[int] = (64, 64),
-    transforms: int = 3,
-) -> Mechanism:
-    """A learned mechanism of the given kind for a node with ``context`` parent features.
-
-    Kinds: ``"nsf"`` and ``"maf"`` (zuko flows), ``"locscale"`` (heteroscedastic Gaussian),
-    ``"anm"`` (additive Gaussian noise of learned constant scale), or a callable
-    ``(node, event_shape, context) -> Mechanism``. Categorical nodes always get a
-    :class:`CategoricalMechanism`.
-    """
-    if spec.num_classes is not None:
-        return CategoricalMechanism(spec.num_classes, context, hidden)
-    if callable(kind):
-        mechanism = kind(node, spec.event_shape, context)
-        if not isinstance(mechanism, Mechanism):
-            raise MechanismError(
-                f"the mechanism factory returned {type(mechanism).__name__} for node {node!r}, "
-                "not a pyro_scm Mechanism"
-            )
-        return mechanism
-    features = max(spec.event_shape.numel(), 1)
-    flows = {"nsf": zuko.flows.NSF, "maf": zuko.flows.MAF}
-    if kind in flows:
-        flow = flows[kind](
-            features=features, context=context, transforms=transforms, hidden_features=hidden
-        )
-        return FlowMechanism(flow, context=context, event_shape=spec.event_shape)
-    if kind in ("locscale", "anm"):
-        return LocScaleMechanism.learned(
-            context, spec.event_shape, hidden, heteroscedastic=kind == "locscale"
-        )
-    raise MechanismError(
-        f"unknown mechanism {kind!r} for node {node!r}; use 'nsf', 'maf', 'locscale', 'anm' or "
-        "a callable"
-    )
-
-
-class GraphSCM(SCM):
-    """An SCM whose program samples the nodes of a declared graph in topological order.
-
-    Each node's mechanism receives its parents in the order of ``parents[node]``.
-    """
-
-    def __init__(self, parents: Mapping[str, Sequence[str]], mechanisms: Mapping[str, Mechanism]):
-        super().__init__()
-        self.order = list(parents)
-        self.parents = {n: list(p) for n, p in parents.items()}
-        self.mechanisms = nn.ModuleList([mechanisms[n] for n in self.order])
-
-    def model(self) -> None:
-        """Sample every node from its mechanism, parents first."""
-        values = {}
-        for node, mechanism in zip(self.order, self.mechanisms):
-            values[node] = pyro.sample(node, mechanism(*(values[p] for p in self.parents[node])))
-
-
-def from_graph(
-    graph: nx.DiGraph,
-    data: object,
-    mechanism: str | MechanismFactory | Mapping[str, str | MechanismFactory] = "nsf",
-    *,
-    categorical: Mapping[str, int] | None = None,
-    hidden: Sequence[int] = (64, 64),
-    transforms: int = 3,
-) -> GraphSCM:
-    """An SCM over ``graph`` with a learned mechanism per node, shaped by ``data``.
-
-    ``data`` gives each node's event shape (a column ``x`` for a scalar node, ``x[0]``, ``x[1]``,
-    ... for a vector node; pandas ``category`` columns and ``categorical`` are categorical nodes)
-    and the standardisation statistics. The derived graph of the built program is checked
-    against ``graph``. Train with ``scm.fit(data)``.
-
-    Args:
-        graph: a DAG over the nodes of ``data``.
-        data: a DataFrame or dict node -> ``(units, *event)``.
-        mechanism: ``"nsf"``, ``"maf"``, ``"locscale"``, ``"anm"``, a callable
-            ``(node, event_shape, context) -> Mechanism``, or a dict node -> one of these.
-        categorical: node -> number of classes, for categorical nodes given as class indices.
-        hidden: hidden layer sizes of the networks.
-        transforms: number of flow transforms (flows only).
-    """
-    g.check_acyclic(graph)
-    specs = node_specs_from_data(data, categorical)
-    for node in graph.nodes:
-        if node not in specs:
-            raise MissingNodeError(node, "data")
-    for node in specs:
-        if node not in graph.nodes:
-            raise UnknownNodeError(node, list(graph.nodes), "the graph")
-    order = list(nx.lexicographical_topological_sort(graph))
-    parents = {n: sorted(graph.predecessors(n), key=order.index) for n in order}
-    mechanisms = {}
-    for node in order:
-        kind = mechanism.get(node, "nsf") if isinstance(mechanism, Mapping) else mechanism
-        context = sum(max(specs[p].event_shape.numel(), 1) for p in parents[node])
-        mechanisms[node] = make_mechanism(kind, node, specs[node], context, hidden, transforms)
-    scm = GraphSCM(parents, mechanisms)
-    g.check_matches(scm.graph, graph)
-    values = to_node_tensors(data, scm.specs, where="data", like=scm._like())
-    prepare(scm, values)
-    return scm
+__all__ = ["SCM", "GraphSCM", "MechanismFactory", "from_graph", "make_mechanism"]

@@ -11,20 +11,24 @@ from the graph), training to :mod:`pyro_scm.fitting`, persistence to :mod:`pyro_
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import networkx as nx
+import pyro
 import torch
 from torch import Tensor, nn
 
+from . import fitting, persistence, queries
 from . import graph as g
-from . import queries
-from .data import NodeSpec
+from .data import NodeSpec, node_specs_from_data, to_node_tensors
+from .errors import MissingNodeError, UnknownNodeError
 from .handlers import ReplayNoise
+from .mechanisms import Mechanism
+from .mechanisms.factory import MechanismFactory, make_mechanism
 from .queries import Intervened
 from .results import QueryResult
 
-__all__ = ["SCM", "Intervened"]
+__all__ = ["SCM", "GraphSCM", "Intervened", "from_graph"]
 
 Interventions = Mapping[str, object]
 
@@ -180,28 +184,63 @@ class SCM(nn.Module):
 
     def fit(self, data: object, **kwargs) -> object:
         """Train every mechanism on its own loss; see :func:`pyro_scm.fitting.fit`."""
-        from .fitting import fit
-
-        return fit(self, data, **kwargs)
+        return fitting.fit(self, data, **kwargs)
 
     def save(self, path) -> None:
         """Save weights, standardisation and metadata; see :func:`pyro_scm.persistence.save`."""
-        from .persistence import save
-
-        save(self, path)
+        persistence.save(self, path)
 
     def load(self, path) -> SCM:
         """Load what :meth:`save` wrote into this model; see :func:`pyro_scm.persistence.load`."""
-        from .persistence import load
-
-        return load(self, path)
+        return persistence.load(self, path)
 
     @classmethod
-    def from_graph(cls, graph: nx.DiGraph, data: object, mechanism: object = "nsf", **kwargs):
-        """Build an SCM over a declared graph; see :func:`pyro_scm.builders.from_graph`."""
-        from .builders import from_graph
+    def from_graph(
+        cls,
+        graph: nx.DiGraph,
+        data: object,
+        mechanism: str | MechanismFactory | Mapping[str, str | MechanismFactory] = "nsf",
+        *,
+        categorical: Mapping[str, int] | None = None,
+        hidden: Sequence[int] = (64, 64),
+        transforms: int = 3,
+    ) -> GraphSCM:
+        """An SCM over ``graph`` with a learned mechanism per node, shaped by ``data``.
 
-        return from_graph(graph, data, mechanism, **kwargs)
+        ``data`` gives each node's event shape (a column ``x`` for a scalar node, ``x[0]``,
+        ``x[1]``, ... for a vector node; pandas ``category`` columns and ``categorical`` are
+        categorical nodes) and the standardisation statistics. The derived graph of the built
+        program is checked against ``graph``. Train with ``scm.fit(data)``.
+
+        Args:
+            graph: a DAG over the nodes of ``data``.
+            data: a DataFrame or dict node -> ``(units, *event)``.
+            mechanism: ``"nsf"``, ``"maf"``, ``"locscale"``, ``"anm"``, a callable
+                ``(node, event_shape, context) -> Mechanism``, or a dict node -> one of these.
+            categorical: node -> number of classes, for categorical nodes given as class indices.
+            hidden: hidden layer sizes of the networks.
+            transforms: number of flow transforms (flows only).
+        """
+        g.check_acyclic(graph)
+        specs = node_specs_from_data(data, categorical)
+        for node in graph.nodes:
+            if node not in specs:
+                raise MissingNodeError(node, "data")
+        for node in specs:
+            if node not in graph.nodes:
+                raise UnknownNodeError(node, list(graph.nodes), "the graph")
+        order = list(nx.lexicographical_topological_sort(graph))
+        parents = {n: sorted(graph.predecessors(n), key=order.index) for n in order}
+        mechanisms = {}
+        for node in order:
+            kind = mechanism.get(node, "nsf") if isinstance(mechanism, Mapping) else mechanism
+            context = sum(max(specs[p].event_shape.numel(), 1) for p in parents[node])
+            mechanisms[node] = make_mechanism(kind, node, specs[node], context, hidden, transforms)
+        scm = GraphSCM(parents, mechanisms)
+        g.check_matches(scm.graph, graph)
+        values = to_node_tensors(data, scm.specs, where="data", like=scm._like())
+        fitting.prepare(scm, values)
+        return scm
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__}("]
@@ -214,3 +253,36 @@ class SCM(nn.Module):
                 f"parents ({parents})"
             )
         return "\n".join([*lines, ")"])
+
+
+class GraphSCM(SCM):
+    """An SCM whose program samples the nodes of a declared graph in topological order.
+
+    Each node's mechanism receives its parents in the order of ``parents[node]``.
+    """
+
+    def __init__(self, parents: Mapping[str, Sequence[str]], mechanisms: Mapping[str, Mechanism]):
+        super().__init__()
+        self.order = list(parents)
+        self.parents = {n: list(p) for n, p in parents.items()}
+        self.mechanisms = nn.ModuleList([mechanisms[n] for n in self.order])
+
+    def model(self) -> None:
+        """Sample every node from its mechanism, parents first."""
+        values = {}
+        for node, mechanism in zip(self.order, self.mechanisms):
+            values[node] = pyro.sample(node, mechanism(*(values[p] for p in self.parents[node])))
+
+
+def from_graph(
+    graph: nx.DiGraph,
+    data: object,
+    mechanism: str | MechanismFactory | Mapping[str, str | MechanismFactory] = "nsf",
+    **kwargs,
+) -> GraphSCM:
+    """An SCM over ``graph`` with a learned mechanism per node, shaped by ``data``.
+
+    The same as :meth:`SCM.from_graph` (keyword arguments ``categorical``, ``hidden``,
+    ``transforms`` as there).
+    """
+    return SCM.from_graph(graph, data, mechanism, **kwargs)

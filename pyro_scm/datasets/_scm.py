@@ -20,7 +20,6 @@ import torch
 from torch import Tensor
 
 from .. import graph as g
-from ..builders import GraphSCM
 from ..errors import (
     DataError,
     GraphError,
@@ -43,6 +42,7 @@ from ..mechanisms.equation import (
 from ..queries import abduct as abduct_noise
 from ..queries import log_prob as program_log_prob
 from ..queries import run_program
+from ..scm import GraphSCM
 
 __all__ = [
     "UNIFORM_LOW",
