@@ -67,6 +67,7 @@ REPRODUCE = """## Reproduce
 
 ```bash
 python -m benchmarks.run --quick                      # a few minutes
+python -m benchmarks.speed --out floor.json          # the floor table (ChiRho if installed)
 python -m benchmarks.run                              # everything (hours on 2 cores)
 python -m benchmarks.run --no-speed --seeds 3 --scm dcm-chain:nonlinear --out out/a &   # slices
 python -m benchmarks.run --seeds 3 --scm dcm-y:nonadditive --out out/b

@@ -70,6 +70,7 @@ def mode_config(mode: str) -> dict:
             "fit_epochs": 1,
             "memory_units": 200_000,
             "memory_chunk": 10_000,
+            "floor_sizes": (64,),
         }
         return {
             "scms": [("dcm-triangle", "nonlinear"), ("dcm-chain", "nonlinear")],
@@ -284,6 +285,17 @@ def speed_table(speed: dict) -> str:
             f"{mem['chunk_size']:,}: peak RSS {mem['rss_peak_mb']:.0f} MB (process before "
             f"the query {mem['rss_before_mb']:.0f} MB; factual + answer data "
             f"{mem['data_mb']:.0f} MB), {mem['seconds']:.1f} s.",
+        ]
+    if speed.get("floor"):
+        from benchmarks.speed import floor_table
+
+        lines += [
+            "",
+            "Counterfactuals against the descendants-only floor (hand-written torch abducting and "
+            "regenerating only the intervened node's descendants, over the same mechanisms; "
+            "median CPU seconds, one thread, one run):",
+            "",
+            floor_table(speed["floor"]),
         ]
     return "\n".join(lines)
 

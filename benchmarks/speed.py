@@ -49,6 +49,32 @@ def ladder10() -> SyntheticSCM:
     return SyntheticSCM("ladder10", "tanh", equations, intervention_nodes=["x1"])
 
 
+def chain10() -> SyntheticSCM:
+    """10 scalar nodes ``x1 -> x2 -> ... -> x10``: ``x = tanh(parent) + 0.5 u``."""
+    equations = {"x1": root()}
+    for i in range(2, 11):
+        equations[f"x{i}"] = additive([f"x{i - 1}"], torch.tanh, 0.5)
+    return SyntheticSCM("chain10", "tanh", equations, intervention_nodes=["x1"])
+
+
+#: (SCM builder, {position: intervened node}): root, mid-chain and late interventions.
+FLOOR_CASES = {
+    "chain10": (chain10, {"root": "x1", "mid": "x4", "late": "x9"}),
+    "ladder10": (ladder10, {"root": "x1", "mid": "x5", "late": "x9"}),
+}
+
+
+def _median_cpu_time(fn, repeats: int) -> float:
+    """Median process CPU seconds of ``fn()`` after a warm-up (robust on a loaded machine)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return statistics.median(times)
+
+
 def _median_time(fn, repeats: int) -> float:
     fn()  # warm-up
     times = []
@@ -77,6 +103,110 @@ def hand_counterfactual(scm, factual: dict, node: str, value: torch.Tensor) -> d
 
 
 @torch.no_grad()
+def floor_counterfactual(scm, factual: dict, node: str, value: torch.Tensor) -> dict:
+    """The cost floor: abduct and regenerate only the descendants of ``node``, by hand, over the
+    same mechanism objects, in topological order; every other node is the factual."""
+    out = dict(factual)
+    out[node] = value
+    changed = {node}
+    for name, mechanism in zip(scm.order, scm.mechanisms):
+        if name != node and any(p in changed for p in scm.parents[name]):
+            u = mechanism(*(factual[p] for p in scm.parents[name])).abduct(factual[name])
+            out[name] = mechanism(*(out[p] for p in scm.parents[name])).generate(u)
+            changed.add(name)
+    return out
+
+
+def run_floor(
+    sizes: tuple[int, ...] = (64, 10_000),
+    repeats: int = 7,
+    chirho: bool | None = None,
+    fit_units: int = 2000,
+) -> dict:
+    """Counterfactual time of pyro_scm and ChiRho over the descendants-only floor.
+
+    For each SCM of :data:`FLOOR_CASES`, intervention position and size: the median CPU seconds
+    (one thread; process time, so that other load on the machine does not count) of
+    ``scm.counterfactual``, of :func:`floor_counterfactual` and (when ChiRho imports and
+    ``chirho`` is not False) of ChiRho's ``MultiWorldCounterfactual`` over the same mechanisms,
+    all in one run; the largest absolute difference of pyro_scm from the floor checks they agree.
+    """
+    if chirho is None:
+        try:
+            import chirho as _  # noqa: F401
+
+            chirho = True
+        except ImportError:
+            chirho = False
+    rows = []
+    for scm_name, (build, positions) in FLOOR_CASES.items():
+        torch.manual_seed(0)
+        syn = build()
+        data = syn.sample(fit_units, seed=0)
+        scm = learned_scm(syn, data, "nsf", hidden=(64, 64)).mark_fitted()  # timing only
+        peer = None
+        if chirho:
+            source = PyroSCMMethod("nsf")
+            source.scm = scm
+            peer = ChiRhoMethod(source)
+            peer.fit(syn, data, 0)
+        for units in sizes:
+            factual = syn.sample(units, seed=1)
+            value = torch.full((units,), 0.5)
+            for position, node in positions.items():
+                row = _floor_row(scm, peer, syn, factual, node, value, repeats)
+                rows.append({"scm": scm_name, "position": position, **row})
+    return {"rows": rows, "repeats": repeats, "chirho": bool(chirho)}
+
+
+def _floor_row(scm, peer, syn, factual: dict, node: str, value, repeats: int) -> dict:
+    def ours():
+        return scm.counterfactual(factual, do={node: value})
+
+    def floor():
+        return floor_counterfactual(scm, factual, node, value)
+
+    cf, ref = ours(), floor()
+    row = {
+        "node": node,
+        "descendants": len(syn.descendants(node)),
+        "units": len(value),
+        "floor_s": _median_cpu_time(floor, repeats),
+        "pyro_scm_s": _median_cpu_time(ours, repeats),
+        "max_abs_diff": max(float((cf[k][0] - ref[k]).abs().max()) for k in syn.nodes),
+    }
+    row["pyro_scm_ratio"] = row["pyro_scm_s"] / row["floor_s"]
+    if peer is not None:
+        row["chirho_s"] = _median_cpu_time(
+            lambda: peer.counterfactual(factual, node, value), repeats
+        )
+        row["chirho_ratio"] = row["chirho_s"] / row["floor_s"]
+        row["chirho_over_pyro_scm"] = row["chirho_s"] / row["pyro_scm_s"]
+    return row
+
+
+def floor_table(result: dict) -> str:
+    """The markdown table of :func:`run_floor`."""
+    chirho = result.get("chirho")
+    head = "| SCM | do | descendants | units | floor (ms) | pyro_scm (ms) | pyro_scm / floor |"
+    sep = "|---|---|---|---|---|---|---|"
+    if chirho:
+        head += " ChiRho / floor | ChiRho / pyro_scm |"
+        sep += "---|---|"
+    lines = [head, sep]
+    for r in result["rows"]:
+        line = (
+            f"| {r['scm']} | {r['position']} ({r['node']}) | {r['descendants']} | {r['units']} | "
+            f"{1e3 * r['floor_s']:.3g} | {1e3 * r['pyro_scm_s']:.3g} | "
+            f"{r['pyro_scm_ratio']:.2f}x |"
+        )
+        if chirho:
+            line += f" {r['chirho_ratio']:.2f}x | {r['chirho_over_pyro_scm']:.2f}x |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+@torch.no_grad()
 def hand_sample(scm, n: int) -> dict:
     """Observational sampling written by hand over the same mechanisms."""
     out = {}
@@ -94,7 +224,7 @@ from benchmarks.speed import ladder10
 from pyro_scm.datasets.true_models import learned_scm
 units, chunk, mech = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 syn = ladder10()
-scm = learned_scm(syn, syn.sample(2000, seed=0), mech, hidden=(64, 64))
+scm = learned_scm(syn, syn.sample(2000, seed=0), mech, hidden=(64, 64)).mark_fitted()
 factual = syn.sample(units, seed=1)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
@@ -126,12 +256,13 @@ def run_speed(
     memory_units: int = 1_000_000,
     memory_chunk: int = 100_000,
     peers: dict | None = None,
+    floor_sizes: tuple[int, ...] = (64, 10_000),
 ) -> dict:
     """All speed rows; ratios are ``seconds / pyro_scm seconds`` of the same query."""
     torch.manual_seed(0)
     syn = ladder10()
     data = syn.sample(fit_units, seed=0)
-    scm = learned_scm(syn, data, "nsf", hidden=(64, 64))
+    scm = learned_scm(syn, data, "nsf", hidden=(64, 64)).mark_fitted()  # timing only
     factual = syn.sample(units, seed=1)
     value = torch.full((units,), 0.5)
     rows: dict[str, dict] = {}
@@ -208,9 +339,35 @@ def run_speed(
         for entry in methods.values():
             entry["ratio_to_pyro_scm"] = entry["seconds"] / base if base else None
     memory = memory_peak(memory_units, memory_chunk) if memory_units else None
+    chirho_ok = (peers or {}).get("chirho", "").startswith("ok")
+    floor = run_floor(floor_sizes, repeats, chirho=chirho_ok) if floor_sizes else None
     return {
         "scm": "ladder10 (10 scalar nodes, NSF mechanisms, do(x1))",
         "units": units,
         "rows": rows,
         "memory": memory,
+        "floor": floor,
     }
+
+
+def main() -> None:
+    """``python -m benchmarks.speed [--out floor.json]``: the floor table, one run."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--out", default=None, help="write the rows as JSON here")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--sizes", default="64,10000")
+    parser.add_argument("--no-chirho", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    sizes = tuple(int(s) for s in args.sizes.split(","))
+    result = run_floor(sizes, args.repeats, chirho=False if args.no_chirho else None)
+    print(floor_table(result))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

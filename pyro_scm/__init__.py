@@ -6,11 +6,11 @@ and counterfactual queries; analyse the answers in arviz and pandas.
 
 from . import _zuko  # noqa: F401, I001  (first: keeps torch's distribution validation setting)
 from . import distances, errors, infer
-from .builders import GraphSCM, from_graph
 from .graph import plot_graph
 from .mechanisms import (
     CategoricalMechanism,
     DiffusionMechanism,
+    EquationMechanism,
     FlowMechanism,
     LocScaleMechanism,
     Mechanism,
@@ -19,7 +19,7 @@ from .mechanisms import (
 )
 from .plotting import plot_image_grid, plot_scatter
 from .results import QueryResult
-from .scm import SCM, Intervened
+from .scm import SCM, GraphSCM, Intervened, from_graph
 from .validation import constant
 
 __version__ = "0.1.0"
@@ -28,6 +28,7 @@ __all__ = [
     "SCM",
     "CategoricalMechanism",
     "DiffusionMechanism",
+    "EquationMechanism",
     "FlowMechanism",
     "GraphSCM",
     "Intervened",

@@ -41,7 +41,8 @@ def graph_from_trace(trace: Trace) -> nx.DiGraph:
     """The DAG of a provenance-tracked trace, with node attributes.
 
     Node attributes: ``event_shape`` (torch.Size), ``mechanism`` (the mechanism kind, or the
-    distribution's class name), ``order`` (position in the program).
+    distribution's class name), ``order`` (position in the program), ``is_mechanism`` (whether
+    the site follows the mechanism protocol, which queries need).
     """
     graph = nx.DiGraph()
     sites = [s for s in trace.nodes.values() if s["type"] == "sample"]
@@ -49,7 +50,13 @@ def graph_from_trace(trace: Trace) -> nx.DiGraph:
         fn = site["fn"]
         mechanism = getattr(fn, "mechanism", None)
         kind = mechanism.kind if mechanism is not None else type(fn).__name__
-        graph.add_node(site["name"], event_shape=fn.event_shape, mechanism=kind, order=order)
+        graph.add_node(
+            site["name"],
+            event_shape=fn.event_shape,
+            mechanism=kind,
+            order=order,
+            is_mechanism=mechanism is not None,
+        )
         for parent in sorted(_provenance(fn, site["value"])):
             if parent != site["name"]:
                 graph.add_edge(parent, site["name"])

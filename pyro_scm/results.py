@@ -14,7 +14,7 @@ from torch import Tensor
 __all__ = ["QueryResult"]
 
 
-@dataclass
+@dataclass(init=False)
 class QueryResult(Mapping):
     """Samples of every node from one query.
 
@@ -27,20 +27,48 @@ class QueryResult(Mapping):
         factual: node -> ``(units, *event)``, the factual values (counterfactual queries).
         interventions: node -> the intervened value ``(units, *event)``, or a description of a
             callable intervention.
-        latents: node -> exogenous noise ``(num_samples, units, *noise_event)``.
+        noise: node -> exogenous noise ``(num_samples, units, *noise_event)`` (the nodes the
+            query abducted or drew noise for).
         sample_stats: sampler statistics ``(num_samples, units)`` (MCMC queries).
         categorical: categorical nodes -> number of classes (one-hot values).
         num_chains: number of chains the samples come from.
+
+    ``latents=`` (constructor) and ``.latents`` are a transitional alias of ``noise``.
     """
 
     values: dict[str, Tensor]
     kind: str = "observational"
     factual: dict[str, Tensor] | None = None
     interventions: dict[str, object] = field(default_factory=dict)
-    latents: dict[str, Tensor] = field(default_factory=dict)
+    noise: dict[str, Tensor] = field(default_factory=dict)
     sample_stats: dict[str, Tensor] = field(default_factory=dict)
     categorical: dict[str, int] = field(default_factory=dict)
     num_chains: int = 1
+
+    def __init__(
+        self,
+        values: dict[str, Tensor],
+        kind: str = "observational",
+        factual: dict[str, Tensor] | None = None,
+        interventions: dict[str, object] | None = None,
+        noise: dict[str, Tensor] | None = None,
+        sample_stats: dict[str, Tensor] | None = None,
+        categorical: dict[str, int] | None = None,
+        num_chains: int = 1,
+        *,
+        latents: dict[str, Tensor] | None = None,
+    ):
+        self.values, self.kind, self.factual = values, kind, factual
+        self.interventions = {} if interventions is None else interventions
+        self.noise = dict(noise or {}) | dict(latents or {})
+        self.sample_stats = {} if sample_stats is None else sample_stats
+        self.categorical = {} if categorical is None else categorical
+        self.num_chains = num_chains
+
+    @property
+    def latents(self) -> dict[str, Tensor]:
+        """Transitional alias of :attr:`noise`."""
+        return self.noise
 
     def __getitem__(self, node: str) -> Tensor:
         from .errors import UnknownNodeError
@@ -111,7 +139,7 @@ class QueryResult(Mapping):
         Groups: ``posterior`` (dims chain, draw, unit, ``<node>_dim_i``), ``observed_data``
         (the factual, dims unit, ``<node>_dim_i``), ``constant_data`` (the interventions as
         ``do_<node>``, or a backtracking antecedent as ``antecedent_<node>``), ``sample_stats``
-        where a sampler gave them; the exogenous noise is in the posterior as ``u_<node>``.
+        where a sampler gave them; the exogenous noise is in the posterior as ``noise_<node>``.
         """
         import arviz as az
 
@@ -120,8 +148,8 @@ class QueryResult(Mapping):
         for node, v in self.values.items():
             groups["posterior"][node] = self._chains(v)
             dims[node] = ["unit"] + [f"{node}_dim_{i}" for i in range(v.dim() - 2)]
-        for node, u in self.latents.items():
-            name = f"u_{node}"
+        for node, u in self.noise.items():
+            name = f"noise_{node}"
             groups["posterior"][name] = self._chains(u)
             dims[name] = ["unit"] + [f"{name}_dim_{i}" for i in range(u.dim() - 2)]
         if self.factual:

@@ -1,36 +1,34 @@
-"""The SCM: a Pyro program over mechanisms, and the queries of Pearl's ladder on it.
+"""The SCM: a Pyro program over mechanisms, its derived graph, and the queries as methods.
 
 Users subclass :class:`SCM`, create mechanisms in ``__init__`` and write ``model()`` as plain
 ``pyro.sample(name, self.mechanism(*parents))`` statements, one unit at a time (no plates): the
 queries batch over units and samples by running the program on batched values.
 
-Queries are compositions of effect handlers over that program:
-
-- observational: :class:`~pyro_scm.handlers.ReplayNoise` with fresh noise;
-- interventional: the same under ``pyro.poutine.do`` (values) and
-  :class:`~pyro_scm.handlers.Shift` (callables);
-- counterfactual: :class:`~pyro_scm.handlers.Abduct` under ``pyro.poutine.condition`` on the
-  factual, then the interventional run replaying the abducted noise, with the non-descendants of
-  the intervened nodes conditioned to their factual values.
+The class keeps the program, the graph derived from it and the node specs; each query method
+delegates in one line to :mod:`pyro_scm.queries` (one module per rung of Pearl's ladder, planned
+from the graph), training to :mod:`pyro_scm.fitting`, persistence to :mod:`pyro_scm.persistence`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 
 import networkx as nx
-import pyro.poutine as poutine
+import pyro
 import torch
 from torch import Tensor, nn
 
+from . import fitting, persistence, queries, validation
 from . import graph as g
-from . import validation
-from .data import NodeSpec, broadcast_intervention, to_node_tensors
-from .errors import InterventionError, UnknownNodeError
-from .handlers import Abduct, ReplayNoise, Shift, as_mechanism
+from .data import NodeSpec, node_specs_from_data, to_node_tensors
+from .errors import MissingNodeError, UnknownNodeError
+from .handlers import ReplayNoise
+from .mechanisms import Mechanism
+from .mechanisms.factory import MechanismFactory, make_mechanism
+from .queries import Intervened
 from .results import QueryResult
 
-__all__ = ["SCM", "Intervened"]
+__all__ = ["SCM", "GraphSCM", "Intervened", "from_graph"]
 
 Interventions = Mapping[str, object]
 
@@ -115,29 +113,7 @@ class SCM(nn.Module):
                 return t
         return torch.zeros(())
 
-    # -- running the program ----------------------------------------------------------------
-
-    def _predict(
-        self,
-        noise: dict[str, Tensor],
-        batch_shape: torch.Size,
-        interventions: Mapping[str, Tensor | Callable],
-        fixed: Mapping[str, Tensor],
-    ) -> dict[str, Tensor]:
-        values = {k: v for k, v in interventions.items() if torch.is_tensor(v)}
-        shifts = {k: v for k, v in interventions.items() if not torch.is_tensor(v)}
-        with (
-            ReplayNoise(noise, batch_shape),
-            poutine.condition(data=dict(fixed)),
-            poutine.do(data=values),
-            Shift(shifts),
-        ):
-            trace = poutine.trace(self.model).get_trace()
-        return {
-            name: trace.nodes[f"{name}__CF"]["value"] if name in values else site["value"]
-            for name, site in trace.nodes.items()
-            if site["type"] == "sample" and not name.endswith("__CF")
-        }
+    # -- queries (pyro_scm.queries) ---------------------------------------------------------
 
     @validation.guarded
     def abduct(self, factual: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -148,28 +124,20 @@ class SCM(nn.Module):
         Returns:
             node -> ``(*batch, *noise_event)``.
         """
-        with Abduct() as abduct, poutine.condition(data=dict(factual)):
-            self.model()
-        return abduct.noise
+        return queries.abduct(self, factual)
 
     @validation.guarded
-    @torch.no_grad()
     def log_prob(self, data: object) -> Tensor:
         """log p(x) of each unit: the sum of every mechanism's log-density, ``(units,)``.
 
         Needs mechanisms with a tractable ``log_prob`` (flows, loc-scale, categorical).
         """
         validation.check_query(self)
-        values = to_node_tensors(data, self.specs, where="data", like=self._like())
-        with poutine.trace() as tracer, poutine.condition(data=values):
-            self.model()
-        sites = [s for s in tracer.trace.nodes.values() if s["type"] == "sample"]
-        return sum(as_mechanism(s).log_prob(s["value"]) for s in sites)
-
-    # -- queries ----------------------------------------------------------------------------
+        return queries.log_prob(self, data)
 
     def sample(self, n: int, *, return_noise: bool = False) -> QueryResult:
-        """``n`` observational samples: each node ``(n, 1, *event)``."""
+        """``n`` observational samples: each node ``(n, 1, *event)``; with ``return_noise`` the
+        drawn noise in ``result.noise``."""
         return self.do({}).sample(n, return_noise=return_noise)
 
     def do(self, interventions: Interventions) -> Intervened:
@@ -195,9 +163,10 @@ class SCM(nn.Module):
     ) -> QueryResult:
         """Counterfactual values of every node under ``do`` given factual observations.
 
-        Abduction u = f⁻¹(x_F; pa_F) for every node, action ``do``, prediction
-        x* = f(u; pa*) in topological order. Only descendants of intervened nodes are
-        recomputed; every other node is returned exactly as given.
+        Abduction u = f⁻¹(x_F; pa_F), action ``do``, prediction x* = f(u; pa*) in topological
+        order, planned from the graph: only the intervened nodes and their descendants are
+        abducted and recomputed; every other node is returned exactly as given, and its
+        mechanism runs no network (:mod:`pyro_scm.queries.plan`).
 
         Args:
             factual: a DataFrame, a dict node -> ``(units, *event)`` or a :class:`QueryResult`.
@@ -207,85 +176,25 @@ class SCM(nn.Module):
             chunk_size: answer this many units at a time (bounds memory for huge batches).
 
         Returns:
-            a :class:`QueryResult`, each node ``(num_samples, units, *event)``.
+            a :class:`QueryResult`, each node ``(num_samples, units, *event)``; ``noise`` holds
+            the abducted noise of the recomputed nodes.
         """
         validation.check_query(self, num_samples=num_samples, chunk_size=chunk_size)
-        specs = self.specs
-        like = self._like()
-        factual_t = to_node_tensors(factual, specs, where="factual", like=like)
-        units = next(iter(factual_t.values())).shape[0]
-        actions = self._interventions(do or {}, units, specs, like)
-        changed = set(actions) | g.descendants(self.graph, actions)
-        step = chunk_size or units
-        parts = [
-            self._counterfactual_chunk(
-                {k: v[i : i + step] for k, v in factual_t.items()},
-                {k: v[i : i + step] if torch.is_tensor(v) else v for k, v in actions.items()},
-                changed,
-                num_samples,
-            )
-            for i in range(0, units, step)
-        ]
-        values, latents = (
-            {k: torch.cat([p[j][k] for p in parts], dim=1) for k in parts[0][j]} for j in (0, 1)
+        return queries.counterfactual(
+            self, factual, do, num_samples=num_samples, chunk_size=chunk_size
         )
-        return QueryResult(
-            values=values,
-            kind="counterfactual",
-            factual=factual_t,
-            interventions=actions,
-            latents=latents,
-            categorical=_categorical(specs),
-        )
-
-    def _counterfactual_chunk(
-        self,
-        factual: dict[str, Tensor],
-        actions: dict[str, Tensor | Callable],
-        changed: set[str],
-        num_samples: int,
-    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        expanded = {k: v.expand(num_samples, *v.shape) for k, v in factual.items()}
-        batch = next(iter(expanded.values())).shape[:2]
-        noise = self.abduct(expanded)
-        fixed = {k: v for k, v in expanded.items() if k not in changed}
-        actions = {
-            k: v.expand(num_samples, *v.shape) if torch.is_tensor(v) else v
-            for k, v in actions.items()
-        }
-        values = self._predict(noise, batch, actions, fixed) if changed else expanded
-        return values, noise
-
-    def _interventions(
-        self, interventions: Interventions, units: int, specs: Mapping[str, NodeSpec], like
-    ) -> dict[str, Tensor | Callable]:
-        if not isinstance(interventions, Mapping):
-            raise InterventionError(
-                f"interventions must be a dict node -> value, not {type(interventions).__name__}"
-            )
-        out = {}
-        for node, value in interventions.items():
-            if node not in specs:
-                raise UnknownNodeError(node, list(specs), "do")
-            out[node] = broadcast_intervention(node, value, units, specs[node], like)
-        return out
 
     @validation.guarded
     def backtrack(self, factual: object, antecedent: Mapping[str, object], **kwargs):
         """Backtracking counterfactual; see :func:`pyro_scm.infer.backtrack`."""
-        from .infer import backtrack
-
         validation.check_query(self)
-
-        return backtrack(self, factual, antecedent, **kwargs)
+        return queries.backtrack(self, factual, antecedent, **kwargs)
 
     # -- training and persistence -----------------------------------------------------------
 
     def fit(self, data: object, **kwargs) -> object:
         """Train every mechanism on its own loss; see :func:`pyro_scm.fitting.fit`."""
-        from .fitting import fit
-
-        return fit(self, data, **kwargs)
+        return fitting.fit(self, data, **kwargs)
 
     def mark_fitted(self, *nodes: str) -> SCM:
         """Declare the mechanisms of ``nodes`` (default: all) fitted, e.g. weights set by hand."""
@@ -293,22 +202,59 @@ class SCM(nn.Module):
 
     def save(self, path) -> None:
         """Save weights, standardisation and metadata; see :func:`pyro_scm.persistence.save`."""
-        from .persistence import save
-
-        save(self, path)
+        persistence.save(self, path)
 
     def load(self, path) -> SCM:
         """Load what :meth:`save` wrote into this model; see :func:`pyro_scm.persistence.load`."""
-        from .persistence import load
-
-        return load(self, path)
+        return persistence.load(self, path)
 
     @classmethod
-    def from_graph(cls, graph: nx.DiGraph, data: object, mechanism: object = "nsf", **kwargs):
-        """Build an SCM over a declared graph; see :func:`pyro_scm.builders.from_graph`."""
-        from .builders import from_graph
+    def from_graph(
+        cls,
+        graph: nx.DiGraph,
+        data: object,
+        mechanism: str | MechanismFactory | Mapping[str, str | MechanismFactory] = "nsf",
+        *,
+        categorical: Mapping[str, int] | None = None,
+        hidden: Sequence[int] = (64, 64),
+        transforms: int = 3,
+    ) -> GraphSCM:
+        """An SCM over ``graph`` with a learned mechanism per node, shaped by ``data``.
 
-        return from_graph(graph, data, mechanism, **kwargs)
+        ``data`` gives each node's event shape (a column ``x`` for a scalar node, ``x[0]``,
+        ``x[1]``, ... for a vector node; pandas ``category`` columns and ``categorical`` are
+        categorical nodes) and the standardisation statistics. The derived graph of the built
+        program is checked against ``graph``. Train with ``scm.fit(data)``.
+
+        Args:
+            graph: a DAG over the nodes of ``data``.
+            data: a DataFrame or dict node -> ``(units, *event)``.
+            mechanism: ``"nsf"``, ``"maf"``, ``"locscale"``, ``"anm"``, a callable
+                ``(node, event_shape, context) -> Mechanism``, or a dict node -> one of these.
+            categorical: node -> number of classes, for categorical nodes given as class indices.
+            hidden: hidden layer sizes of the networks.
+            transforms: number of flow transforms (flows only).
+        """
+        g.check_acyclic(graph)
+        specs = node_specs_from_data(data, categorical)
+        for node in graph.nodes:
+            if node not in specs:
+                raise MissingNodeError(node, "data")
+        for node in specs:
+            if node not in graph.nodes:
+                raise UnknownNodeError(node, list(graph.nodes), "the graph")
+        order = list(nx.lexicographical_topological_sort(graph))
+        parents = {n: sorted(graph.predecessors(n), key=order.index) for n in order}
+        mechanisms = {}
+        for node in order:
+            kind = mechanism.get(node, "nsf") if isinstance(mechanism, Mapping) else mechanism
+            context = sum(max(specs[p].event_shape.numel(), 1) for p in parents[node])
+            mechanisms[node] = make_mechanism(kind, node, specs[node], context, hidden, transforms)
+        scm = GraphSCM(parents, mechanisms)
+        g.check_matches(scm.graph, graph)
+        values = to_node_tensors(data, scm.specs, where="data", like=scm._like())
+        fitting.prepare(scm, values)
+        return scm
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__}("]
@@ -323,53 +269,35 @@ class SCM(nn.Module):
         return "\n".join([*lines, ")"])
 
 
-class Intervened:
-    """An SCM under ``do(interventions)``: sample it, or ask counterfactuals of it.
+class GraphSCM(SCM):
+    """An SCM whose program samples the nodes of a declared graph in topological order.
 
-    Interventions are checked against the model's nodes when created.
+    Each node's mechanism receives its parents in the order of ``parents[node]``.
     """
 
-    def __init__(self, scm: SCM, interventions: Interventions):
-        if not isinstance(interventions, Mapping):
-            raise InterventionError(
-                f"interventions must be a dict node -> value, not {type(interventions).__name__}"
-            )
-        specs = scm.specs
-        for node in interventions:
-            if node not in specs:
-                raise UnknownNodeError(node, list(specs), "do")
-        self.scm, self.interventions = scm, dict(interventions)
+    def __init__(self, parents: Mapping[str, Sequence[str]], mechanisms: Mapping[str, Mechanism]):
+        super().__init__()
+        validation.check_parents(parents)
+        self.order = list(parents)
+        self.parents = {n: list(p) for n, p in parents.items()}
+        self.mechanisms = nn.ModuleList([mechanisms[n] for n in self.order])
 
-    @property
-    def graph(self) -> nx.DiGraph:
-        """The mutilated graph: no edges into intervened nodes."""
-        return g.mutilate(self.scm.graph, self.interventions)
-
-    @validation.guarded
-    @torch.no_grad()
-    def sample(self, n: int, *, return_noise: bool = False) -> QueryResult:
-        """``n`` samples from the intervened model: each node ``(n, 1, *event)``.
-
-        Intervention tensors broadcast against ``(n, *event)``.
-        """
-        validation.check_query(self.scm, n=n)
-        scm, specs, like = self.scm, self.scm.specs, self.scm._like()
-        actions = scm._interventions(self.interventions, n, specs, like)
-        actions = {k: v.unsqueeze(1) if torch.is_tensor(v) else v for k, v in actions.items()}
-        noise: dict[str, Tensor] = {}
-        values = scm._predict(noise, torch.Size([n, 1]), actions, {})
-        return QueryResult(
-            values=values,
-            kind="interventional" if actions else "observational",
-            interventions={k: v[:, 0] if torch.is_tensor(v) else v for k, v in actions.items()},
-            latents=noise if return_noise else {},
-            categorical=_categorical(specs),
-        )
-
-    def counterfactual(self, factual: object, **kwargs) -> QueryResult:
-        """``scm.counterfactual(factual, do=interventions, **kwargs)``."""
-        return self.scm.counterfactual(factual, do=self.interventions, **kwargs)
+    def model(self) -> None:
+        """Sample every node from its mechanism, parents first."""
+        values = {}
+        for node, mechanism in zip(self.order, self.mechanisms):
+            values[node] = pyro.sample(node, mechanism(*(values[p] for p in self.parents[node])))
 
 
-def _categorical(specs: Mapping[str, NodeSpec]) -> dict[str, int]:
-    return {k: s.num_classes for k, s in specs.items() if s.num_classes is not None}
+def from_graph(
+    graph: nx.DiGraph,
+    data: object,
+    mechanism: str | MechanismFactory | Mapping[str, str | MechanismFactory] = "nsf",
+    **kwargs,
+) -> GraphSCM:
+    """An SCM over ``graph`` with a learned mechanism per node, shaped by ``data``.
+
+    The same as :meth:`SCM.from_graph` (keyword arguments ``categorical``, ``hidden``,
+    ``transforms`` as there).
+    """
+    return SCM.from_graph(graph, data, mechanism, **kwargs)

@@ -151,7 +151,7 @@ def test_nuts_matches_the_closed_form_and_goes_to_arviz():
     assert bt.sample_stats["diverging"].sum() == 0
     idata = bt.to_arviz()
     assert {"accept_prob", "step_size", "diverging"} <= set(idata.sample_stats.data_vars)
-    assert "u_x" in idata.posterior.data_vars
+    assert "noise_x" in idata.posterior.data_vars
 
 
 def test_gradient_solvers_agree_with_the_linearised_solver():

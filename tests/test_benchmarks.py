@@ -12,7 +12,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import report, run
 from benchmarks.dcm_protocol import Settings, evaluate
 from benchmarks.methods import TrueMethod
-from benchmarks.speed import hand_counterfactual, ladder10
+from benchmarks.speed import (
+    chain10,
+    floor_counterfactual,
+    floor_table,
+    hand_counterfactual,
+    ladder10,
+    run_floor,
+)
 from pyro_scm.datasets import load_synthetic
 from pyro_scm.datasets.true_models import learned_scm
 
@@ -62,6 +69,30 @@ def test_hand_written_counterfactual_matches_pyro_scm():
     hand = hand_counterfactual(scm, factual, "x1", value)
     for k in syn.nodes:
         torch.testing.assert_close(ours[k][0], hand[k], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("node", ["x1", "x4", "x9"])
+def test_floor_counterfactual_equals_the_query(node):
+    syn = chain10()
+    scm = learned_scm(syn, syn.sample(200, seed=0), "nsf", hidden=(8,)).mark_fitted()
+    factual = syn.sample(20, seed=1)
+    value = torch.full((20,), 0.5)
+    ours = scm.counterfactual(factual, do={node: value})
+    floor = floor_counterfactual(scm, factual, node, value)
+    for k in syn.nodes:
+        torch.testing.assert_close(ours[k][0], floor[k], atol=1e-4, rtol=1e-4)
+    for k in syn.nodes[: syn.nodes.index(node)]:  # non-descendants: exactly the factual
+        assert torch.equal(ours[k][0], factual[k])
+
+
+def test_floor_rows_and_table(monkeypatch):
+    import benchmarks.speed as speed
+
+    monkeypatch.setattr(speed, "FLOOR_CASES", {"chain10": (chain10, {"late": "x9"})})
+    result = run_floor(sizes=(16,), repeats=1, chirho=False, fit_units=100)
+    (row,) = result["rows"]
+    assert row["descendants"] == 1 and row["max_abs_diff"] < 1e-4 and row["pyro_scm_ratio"] > 0
+    assert "| chain10 | late (x9) | 1 | 16 |" in floor_table(result)
 
 
 def test_modes_are_configured():

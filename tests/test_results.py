@@ -25,7 +25,7 @@ def test_to_arviz_groups_dims_and_values():
     np.testing.assert_allclose(post["d"].values[0], cf["d"].numpy())
     np.testing.assert_allclose(idata.observed_data["b"].values, f["b"].numpy())
     np.testing.assert_allclose(idata.constant_data["do_a"].values, np.full(6, 0.5))
-    assert "u_a" in post  # the exogenous noise
+    assert "noise_b" in post and "noise_a" not in post  # the abducted noise
     assert idata.attrs["query"] == "counterfactual"
 
 

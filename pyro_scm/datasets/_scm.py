@@ -1,23 +1,25 @@
 """A synthetic SCM given by explicit structural equations: the exact ground truth of benchmarks.
 
 Every node ``x`` has an exogenous noise ``u`` of shape ``(n, *event)`` and an equation
-``x = generate(u, *parents)``. From the equations the class computes, with no learning and no
-loop over units, observational and interventional samples, the true counterfactual of a unit from
-its true noise, and (where every equation is invertible in its noise) abduction and the density.
+``x = generate(u, *parents)`` (:class:`~pyro_scm.mechanisms.equation.Equation`). The equations
+form an ordinary pyro_scm program, :attr:`SyntheticSCM.scm` (one
+:class:`~pyro_scm.mechanisms.EquationMechanism` per node), and every computation here runs that
+program through :mod:`pyro_scm.queries`: observational and interventional samples, the true
+counterfactual of a unit from its true noise, and (where every equation is invertible in its
+noise) abduction and the density. This class adds seeded noise, validation and tables.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import networkx as nx
 import pandas as pd
 import torch
 from torch import Tensor
 
+from .. import graph as g
 from ..errors import (
     DataError,
     GraphError,
@@ -28,62 +30,32 @@ from ..errors import (
     ShapeError,
     UnknownNodeError,
 )
+from ..mechanisms.equation import (
+    UNIFORM_LOW,
+    Equation,
+    EquationMechanism,
+    NoiseKind,
+    additive,
+    general,
+    root,
+)
+from ..queries import abduct as abduct_noise
+from ..queries import log_prob as program_log_prob
+from ..queries import run_program
+from ..scm import GraphSCM
+
+__all__ = [
+    "UNIFORM_LOW",
+    "Equation",
+    "NoiseKind",
+    "SyntheticSCM",
+    "Values",
+    "additive",
+    "general",
+    "root",
+]
 
 Values = dict[str, Tensor]
-NoiseKind = Literal["normal", "uniform"]
-UNIFORM_LOW = 1e-6
-"""Lower end of the uniform noises ``U(UNIFORM_LOW, 1)`` (Causal-NF's large-backdoor SCM)."""
-
-
-# --------------------------------------------------------------------------- equations
-
-
-@dataclass(frozen=True)
-class Equation:
-    """One structural equation ``x = generate(u, *parents)``, parents in topological order.
-
-    ``abduct(x, *parents)`` returns ``u`` where the equation is invertible in its noise (else
-    ``None``, with the reason in ``not_invertible``). Additive equations also keep ``loc`` and
-    ``scale`` with ``x = loc(*parents) + scale * u``; ``scale`` may be negative (a sign flip).
-    """
-
-    parents: tuple[str, ...]
-    generate: Callable[..., Tensor]
-    abduct: Callable[..., Tensor] | None = None
-    loc: Callable[..., Tensor | float] | None = None
-    scale: float | None = None
-    not_invertible: str = ""
-
-
-def additive(
-    parents: Iterable[str], loc: Callable[..., Tensor | float], scale: float = 1.0
-) -> Equation:
-    """The additive-noise equation ``x = loc(*parents) + scale * u``."""
-
-    def generate(u: Tensor, *pa: Tensor) -> Tensor:
-        return loc(*pa) + scale * u
-
-    def abduct(x: Tensor, *pa: Tensor) -> Tensor:
-        return (x - loc(*pa)) / scale
-
-    return Equation(tuple(parents), generate, abduct, loc, scale)
-
-
-def root(loc: float = 0.0, scale: float = 1.0) -> Equation:
-    """A root ``x = loc + scale * u``."""
-    return additive((), lambda: loc, scale)
-
-
-def general(
-    parents: Iterable[str],
-    generate: Callable[..., Tensor],
-    abduct: Callable[..., Tensor] | None = None,
-    not_invertible: str = "",
-) -> Equation:
-    """A non-additive equation ``x = generate(u, *parents)``, inverted by ``abduct`` if given."""
-    if abduct is None and not not_invertible:
-        not_invertible = "its noise cannot be recovered from the node and its parents"
-    return Equation(tuple(parents), generate, abduct, None, None, not_invertible)
 
 
 # --------------------------------------------------------------------------- the SCM
@@ -131,6 +103,7 @@ class SyntheticSCM:
             node: torch.Size(shapes.get(node, ())) for node in self.nodes
         }
         self._graph = self._build_graph()
+        self.scm = self._program()
         self.intervention_nodes: list[str] = [
             self._known(v, "protocol") for v in intervention_nodes
         ]
@@ -148,6 +121,22 @@ class SyntheticSCM:
                 )
             graph.add_edges_from((p, node) for p in parents)
         return graph
+
+    def _program(self) -> GraphSCM:
+        """The equations as a pyro_scm program: one :class:`EquationMechanism` per node."""
+        mechanisms = {
+            node: EquationMechanism(
+                eq,
+                self.event_shapes[node],
+                [len(self.event_shapes[p]) for p in eq.parents],
+                noise=self.noise,
+                name=node,
+                dtype=self.dtype,
+            )
+            for node, eq in self._equations.items()
+        }
+        parents = {node: list(eq.parents) for node, eq in self._equations.items()}
+        return GraphSCM(parents, mechanisms).to(self.device)
 
     def __repr__(self) -> str:
         return f"SyntheticSCM({self.name!r}, {self.variant!r}, nodes={self.nodes})"
@@ -175,10 +164,7 @@ class SyntheticSCM:
 
     def mutilated_graph(self, intervened: Iterable[str]) -> nx.DiGraph:
         """The graph with the edges into ``intervened`` nodes removed."""
-        graph = self.graph
-        for node in intervened:
-            graph.remove_edges_from(list(graph.in_edges(self._known(node, "intervention"))))
-        return graph
+        return g.mutilate(self._graph, [self._known(node, "intervention") for node in intervened])
 
     @property
     def is_additive(self) -> bool:
@@ -249,20 +235,15 @@ class SyntheticSCM:
         """Node values from noises, under the intervention ``do`` (node -> value).
 
         An intervened node takes its value (broadcast to ``(n, *event)``) instead of its equation,
-        and needs no noise. Returns node -> ``(n, *event)`` in topological order.
+        and needs no noise. Returns node -> ``(n, *event)`` in topological order. Runs
+        :attr:`scm` under the intervention (:func:`pyro_scm.queries.run_program`).
         """
         skip = frozenset(do or {})
         u = self._check_values(noise, "noise", skip=skip)
         n = next(iter(u.values())).shape[0] if u else self._n_from_do(do)
         actions = self._check_do(do, n)
-        values: Values = {}
-        for node in self.nodes:
-            if node in actions:
-                values[node] = actions[node]
-            else:
-                eq = self._equations[node]
-                values[node] = eq.generate(u[node], *(values[p] for p in eq.parents))
-        return values
+        values = run_program(self.scm, dict(u), torch.Size([n]), actions, {})
+        return {node: values[node] for node in self.nodes}
 
     def _generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(seed)
@@ -298,12 +279,8 @@ class SyntheticSCM:
         """
         self._require_identifiable("abduct")
         x = self._check_values(values, "factual")
-        return {node: self._abduct_node(node, x) for node in self.nodes}
-
-    def _abduct_node(self, node: str, x: Values) -> Tensor:
-        eq = self._equations[node]
-        assert eq.abduct is not None
-        return eq.abduct(x[node], *(x[p] for p in eq.parents))
+        noise = abduct_noise(self.scm, x)
+        return {node: noise[node] for node in self.nodes}
 
     def log_prob(self, values: Mapping[str, Any]) -> Tensor:
         """The true log-density of observed units, shape ``(n,)`` (change of variables).
@@ -313,34 +290,7 @@ class SyntheticSCM:
         """
         self._require_identifiable("log_prob")
         x = self._check_values(values, "values")
-        total = torch.zeros(next(iter(x.values())).shape[0], dtype=self.dtype, device=self.device)
-        for node in self.nodes:
-            u, log_det = self._abduct_with_log_det(node, x)
-            total = total + self._noise_log_prob(u) + log_det
-        return total
-
-    def _noise_log_prob(self, u: Tensor) -> Tensor:
-        """Log-density of noise ``(n, *event)`` summed over the event: ``(n,)``."""
-        flat = u.reshape(u.shape[0], -1)
-        if self.noise == "normal":
-            return (-0.5 * flat**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
-        inside = ((flat >= UNIFORM_LOW) & (flat <= 1)).all(-1)
-        density = -math.log(1 - UNIFORM_LOW) * flat.shape[1]
-        return torch.where(inside, density, -math.inf).to(flat.dtype)
-
-    def _abduct_with_log_det(self, node: str, x: Values) -> tuple[Tensor, Tensor | float]:
-        eq = self._equations[node]
-        event = self.event_shapes[node]
-        if eq.scale is not None:
-            return self._abduct_node(node, x), -math.log(abs(eq.scale)) * event.numel()
-        if len(event) > 0:  # no such equation in the suites; the derivative below is elementwise
-            raise MechanismError(f"log_prob of non-additive vector node {node!r} is not supported")
-        assert eq.abduct is not None
-        with torch.enable_grad():
-            xg = x[node].detach().requires_grad_(True)
-            u = eq.abduct(xg, *(x[p].detach() for p in eq.parents))
-            (grad,) = torch.autograd.grad(u.sum(), xg)
-        return u.detach(), grad.abs().log()
+        return program_log_prob(self.scm, x)
 
     def _require_identifiable(self, what: str) -> None:
         for node in self.nodes:

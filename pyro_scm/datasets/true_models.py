@@ -29,9 +29,10 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 from torch import Tensor
 
-from ..builders import GraphSCM, MechanismFactory, from_graph
 from ..errors import MechanismError
 from ..mechanisms import LocScaleMechanism
+from ..mechanisms.factory import MechanismFactory
+from ..scm import GraphSCM, from_graph
 from ._scm import SyntheticSCM
 
 __all__ = ["learned_scm", "noise_signs", "true_scm"]

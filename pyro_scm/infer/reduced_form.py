@@ -20,61 +20,16 @@ from contextlib import ExitStack
 
 import pyro.poutine as poutine
 import torch
-import torch.nn.functional as F
-from pyro.poutine.messenger import Messenger
 from torch import Tensor
 from torch.func import jacfwd, jacrev, vmap
 
 from .. import graph as g
-from ..handlers import ReplayNoise
-from ..mechanisms.base import WrappedMechanismDistribution
-from ..mechanisms.categorical import GumbelMaxDistribution
+from ..handlers import Relax, ReplayNoise
+from ..handlers import StopAfter as _StopAfter
+from ..handlers import Stopped as _Done
+from ..mechanisms.categorical import RelaxedGumbelMax
 
 __all__ = ["ReducedForm", "Relax", "RelaxedGumbelMax"]
-
-
-class RelaxedGumbelMax(WrappedMechanismDistribution):
-    """softmax((logits + u) / τ): the differentiable relaxation of a Gumbel-max mechanism."""
-
-    def __init__(self, base: GumbelMaxDistribution, temperature: float):
-        super().__init__(base)
-        self.temperature = temperature
-
-    def generate(self, u: Tensor) -> Tensor:
-        self.perturbed = self.base.logits + u  # read by a categorical antecedent's residual
-        return F.softmax(self.perturbed / self.temperature, -1)
-
-
-class Relax(Messenger):
-    """Replace every Gumbel-max site by :class:`RelaxedGumbelMax` at ``temperature``."""
-
-    def __init__(self, temperature: float):
-        super().__init__()
-        self.temperature = temperature
-
-    def _pyro_sample(self, msg: dict) -> None:
-        if isinstance(msg["fn"], GumbelMaxDistribution):
-            msg["fn"] = RelaxedGumbelMax(msg["fn"], self.temperature)
-
-
-class _Done(Exception):
-    """Raised by :class:`_StopAfter` once every wanted site has a value."""
-
-
-class _StopAfter(Messenger):
-    """Record the values of ``names`` and stop the program once all of them are sampled."""
-
-    def __init__(self, names: list[str]):
-        super().__init__()
-        self.names, self.values, self.perturbed = set(names), {}, {}
-
-    def _pyro_post_sample(self, msg: dict) -> None:
-        if msg["name"] in self.names:
-            self.values[msg["name"]] = msg["value"]
-            if isinstance(msg["fn"], RelaxedGumbelMax):
-                self.perturbed[msg["name"]] = msg["fn"].perturbed
-            if len(self.values) == len(self.names):
-                raise _Done
 
 
 class ReducedForm:

@@ -3,6 +3,7 @@
 from .base import Mechanism, MechanismDistribution, TransformedMechanismDistribution
 from .categorical import CategoricalMechanism, GumbelMaxDistribution
 from .diffusion import DiffusionDistribution, DiffusionMechanism, guidance_scale, sampling_steps
+from .equation import Equation, EquationDistribution, EquationMechanism
 from .flow import FlowDistribution, FlowMechanism
 from .locscale import LocScaleMechanism
 from .vae import VAEDistribution, VAEMechanism
@@ -11,6 +12,9 @@ __all__ = [
     "CategoricalMechanism",
     "DiffusionDistribution",
     "DiffusionMechanism",
+    "Equation",
+    "EquationDistribution",
+    "EquationMechanism",
     "FlowDistribution",
     "FlowMechanism",
     "GumbelMaxDistribution",

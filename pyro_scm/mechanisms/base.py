@@ -116,12 +116,31 @@ class TransformedMechanismDistribution(MechanismDistribution, dist.TransformedDi
         mechanism: Mechanism,
         like: Tensor,
     ):
-        zeros = torch.zeros((), dtype=like.dtype, device=like.device)
-        base = dist.Normal(zeros, 1.0).expand(torch.Size(batch_shape) + event_shape)
-        base = base.to_event(len(event_shape))
-        super().__init__(base, [transform])
-        self.mechanism = mechanism
+        # Lazy, and cheaper than TransformedDistribution.__init__: the shapes are known, the
+        # base N(0, I) is built on first use, and nothing is validated per call.
+        self.transforms = [transform]
         self.transform = transform
+        self.mechanism = mechanism
+        self._like_tensor = like
+        self._base: dist.Distribution | None = None
+        torch.distributions.Distribution.__init__(
+            self, torch.Size(batch_shape), torch.Size(event_shape), validate_args=False
+        )
+
+    @property
+    def base_dist(self) -> dist.Distribution:
+        """N(0, I) of shape ``(*batch, *event)``, event dims ``len(event_shape)``."""
+        if self._base is None:
+            like = self._like_tensor
+            zeros = torch.zeros((), dtype=like.dtype, device=like.device)
+            shape = self.batch_shape + self.event_shape
+            base = dist.Normal(zeros, 1.0, validate_args=False).expand(shape)
+            self._base = base.to_event(len(self.event_shape))
+        return self._base
+
+    @base_dist.setter
+    def base_dist(self, value: dist.Distribution) -> None:
+        self._base = value
 
     @property
     def noise(self) -> dist.Distribution:
@@ -209,7 +228,11 @@ def flatten_parents(
         if context_features:
             raise ShapeError(f"the mechanism expects {context_features} context features, got none")
         return None, torch.Size()
-    parents = [torch.as_tensor(p) for p in parents]
+    parents = [p if isinstance(p, Tensor) else torch.as_tensor(p) for p in parents]
+    if len(parents) == 1 and context_features is not None:  # the common case, kept cheap
+        p = parents[0]
+        if context_features == 1 and p.dim() > 0 and p.shape[-1] != 1:
+            return p.unsqueeze(-1), p.shape
     batch_ndim = min(p.dim() for p in parents)
     size = _context_size(parents, batch_ndim)
     if (

@@ -17,9 +17,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nets import MLP
-from .base import Mechanism, MechanismDistribution, flatten_parents
+from .base import (
+    Mechanism,
+    MechanismDistribution,
+    WrappedMechanismDistribution,
+    flatten_parents,
+)
 
-__all__ = ["CategoricalMechanism", "GumbelMaxDistribution"]
+__all__ = ["CategoricalMechanism", "GumbelMaxDistribution", "RelaxedGumbelMax"]
 
 
 class CategoricalMechanism(Mechanism):
@@ -54,20 +59,44 @@ class CategoricalMechanism(Mechanism):
                 self.root_logits.copy_(freq.log())
 
     def forward(self, *parents: Tensor) -> GumbelMaxDistribution:
-        """The node's distribution given its parents' values."""
-        context, _ = flatten_parents(parents, self.context_features)
-        logits = self.net(context) if context is not None else self.root_logits
-        return GumbelMaxDistribution(logits, self)
+        """The node's distribution given its parents' values (lazy: no network runs yet)."""
+        context, batch_shape = flatten_parents(parents, self.context_features)
+        return GumbelMaxDistribution(self, context, batch_shape)
+
+    def logits(self, context: Tensor | None) -> Tensor:
+        """The logits ``(*batch, K)`` of a context ``(*batch, C)`` (``(K,)`` for a root)."""
+        return self.net(context) if context is not None else self.root_logits
 
 
 class GumbelMaxDistribution(MechanismDistribution, dist.OneHotCategorical):
-    """One-hot categorical distribution that exposes its Gumbel-max noise."""
+    """One-hot categorical distribution that exposes its Gumbel-max noise.
+
+    Lazy: the logits network runs on first use of ``logits`` (``generate``, ``abduct``,
+    ``log_prob``, ``loss``), not when the mechanism is called.
+    """
 
     deterministic_abduction = False
 
-    def __init__(self, logits: Tensor, mechanism: CategoricalMechanism):
-        super().__init__(logits=logits, validate_args=False)
-        self.mechanism = mechanism
+    def __init__(
+        self, mechanism: CategoricalMechanism, context: Tensor | None, batch_shape: torch.Size
+    ):
+        self.mechanism, self.context = mechanism, context
+        self._cached: dist.Categorical | None = None
+        event = torch.Size([mechanism.num_classes])
+        torch.distributions.Distribution.__init__(
+            self, torch.Size(batch_shape), event, validate_args=False
+        )
+
+    @property
+    def _categorical(self) -> dist.Categorical:
+        if self._cached is None:
+            logits = self.mechanism.logits(self.context)
+            self._cached = dist.Categorical(logits=logits, validate_args=False)
+        return self._cached
+
+    @_categorical.setter
+    def _categorical(self, value: dist.Categorical) -> None:
+        self._cached = value
 
     @property
     def noise(self) -> dist.Distribution:
@@ -88,3 +117,15 @@ class GumbelMaxDistribution(MechanismDistribution, dist.OneHotCategorical):
         below = -torch.log(torch.exp(-top) + torch.exp(-g))  # Gumbel truncated at `top`
         perturbed = torch.where(x > 0.5, top, below)
         return perturbed - logits
+
+
+class RelaxedGumbelMax(WrappedMechanismDistribution):
+    """softmax((logits + u) / τ): the differentiable relaxation of a Gumbel-max mechanism."""
+
+    def __init__(self, base: GumbelMaxDistribution, temperature: float):
+        super().__init__(base)
+        self.temperature = temperature
+
+    def generate(self, u: Tensor) -> Tensor:
+        self.perturbed = self.base.logits + u  # read by a categorical antecedent's residual
+        return F.softmax(self.perturbed / self.temperature, -1)

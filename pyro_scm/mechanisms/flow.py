@@ -90,10 +90,12 @@ class FlowMechanism(Mechanism):
             self.c_std.fit(context)
 
     def forward(self, *parents: Tensor) -> FlowDistribution:
-        """The node's distribution given its parents' values."""
+        """The node's distribution given its parents' values.
+
+        Lazy, as zuko's flows: the networks (tails, hyper-networks) run on first use of the
+        transform (``generate``, ``abduct``, ``log_prob``, ``loss``), not here.
+        """
         context, batch_shape = flatten_parents(parents, self.context_features)
-        if context is not None:
-            context = self.c_std(context)
         transform = _FlowTransform(self, context)
         return FlowDistribution(transform, batch_shape, self.event_shape, self, self.x_std.loc)
 
@@ -111,17 +113,37 @@ class FlowMechanism(Mechanism):
 
 
 class _FlowTransform(Transform):
-    """The bijection u -> x of a :class:`FlowMechanism` under a fixed (standardised) context."""
+    """The bijection u -> x of a :class:`FlowMechanism` under a fixed context.
+
+    ``context`` is the raw (unstandardised) context ``(*batch, C)``; it is standardised and the
+    networks are evaluated on first use of ``affine`` or ``bijector``.
+    """
 
     bijective = True
 
     def __init__(self, mechanism: FlowMechanism, context: Tensor | None):
         super().__init__(cache_size=1)
         self.mechanism = mechanism
-        self.context = context
+        self.raw_context = context
         self._event_dim = len(mechanism.event_shape)
-        self.affine = mechanism._affine(context)
-        self.bijector = mechanism._bijector(context)
+        self._built: tuple | None = None
+
+    def _build(self) -> tuple:
+        if self._built is None:
+            m, c = self.mechanism, self.raw_context
+            c = m.c_std(c) if c is not None else None
+            self._built = (m._affine(c), m._bijector(c))
+        return self._built
+
+    @property
+    def affine(self) -> tuple[Tensor, Tensor] | None:
+        """(shift, log-scale) of the unbounded affine layer, ``(*batch, F)`` each, or None."""
+        return self._build()[0]
+
+    @property
+    def bijector(self) -> Transform:
+        """The zuko flow's transform under the context."""
+        return self._build()[1]
 
     @property
     def domain(self):

@@ -13,6 +13,7 @@ from numbers import Number
 import torch
 from pyro.distributions.transforms import AffineTransform
 from torch import Tensor, nn
+from torch.distributions import Transform
 
 from ..errors import MechanismError
 from ..nets import MLP, Standardizer, positive_scale
@@ -67,12 +68,38 @@ class LocScaleMechanism(Mechanism):
                 term.prepare(value, *parents)
 
     def forward(self, *parents: Tensor) -> TransformedMechanismDistribution:
-        """The node's distribution given its parents' values."""
-        loc, scale = self._term("loc", parents), self._term("scale", parents)
-        shape = torch.broadcast_shapes(loc.shape, scale.shape, self.event_shape)
+        """The node's distribution given its parents' values.
+
+        Learned terms (:meth:`learned`) are lazy, as zuko's distributions: their networks run on
+        first use (``generate``, ``abduct``, ``log_prob``, ``loss``); constants and plain
+        callables are evaluated here.
+        """
+        shapes = [self._term_shape(name, parents) for name in ("loc", "scale")]
+        shape = torch.broadcast_shapes(*shapes, self.event_shape)
         batch_shape = shape[: len(shape) - len(self.event_shape)]
-        transform = AffineTransform(loc, scale, event_dim=len(self.event_shape))
-        return TransformedMechanismDistribution(transform, batch_shape, self.event_shape, self, loc)
+        transform = _LazyAffine(self, parents)
+        like = self._like(parents)
+        return TransformedMechanismDistribution(
+            transform, batch_shape, self.event_shape, self, like
+        )
+
+    def _term_shape(self, name: str, parents: Sequence[Tensor]) -> torch.Size:
+        term = getattr(self, name)
+        if isinstance(term, _StandardisedNet):
+            return term.output_shape(parents)
+        return self._term(name, parents).shape
+
+    def _like(self, parents: Sequence[Tensor]) -> Tensor:
+        """A tensor with the dtype and device of the values this mechanism produces."""
+        for t in self.parameters():
+            return t
+        for name in ("_loc", "_scale"):
+            if hasattr(self, name):
+                return getattr(self, name)
+        for p in parents:
+            if torch.is_tensor(p) and p.is_floating_point():
+                return p
+        return self._anchor()
 
     @classmethod
     def learned(
@@ -129,6 +156,13 @@ class _StandardisedNet(nn.Module):
         else:
             self.net_params = nn.Parameter(torch.zeros(features))
 
+    def output_shape(self, parents: Sequence[Tensor]) -> torch.Size:
+        """The shape :meth:`forward` returns for ``parents``, without running the network."""
+        if self.context > 0:
+            _, batch = flatten_parents(parents, self.context)
+            return batch + self.event_shape
+        return self.event_shape
+
     def prepare(self, value: Tensor, *parents: Tensor) -> None:
         self.x_std.fit(value.reshape(*value.shape[: value.dim() - len(self.event_shape)], -1))
         if self.context > 0:
@@ -144,3 +178,27 @@ class _StandardisedNet(nn.Module):
             out = self.net_params
         out = self.x_std.scale * positive_scale(out) if self.positive else self.x_std.inverse(out)
         return out.reshape(out.shape[:-1] + self.event_shape)
+
+
+class _LazyAffine(AffineTransform):
+    """x = loc(pa) + scale(pa) · u with ``loc`` and ``scale`` evaluated on first use."""
+
+    def __init__(self, mechanism: LocScaleMechanism, parents: Sequence[Tensor]):
+        Transform.__init__(self, cache_size=0)
+        self.mechanism, self.parents = mechanism, parents
+        self._event_dim = len(mechanism.event_shape)
+        self._terms: tuple[Tensor, Tensor] | None = None
+
+    def _evaluate(self) -> tuple[Tensor, Tensor]:
+        if self._terms is None:
+            m = self.mechanism
+            self._terms = (m._term("loc", self.parents), m._term("scale", self.parents))
+        return self._terms
+
+    @property
+    def loc(self) -> Tensor:  # type: ignore[override]
+        return self._evaluate()[0]
+
+    @property
+    def scale(self) -> Tensor:  # type: ignore[override]
+        return self._evaluate()[1]
