@@ -4,7 +4,7 @@ Write an SCM as a Pyro program over neural mechanisms; ask it observational, int
 and counterfactual queries; analyse the answers in arviz and pandas.
 """
 
-from . import distances, errors, infer
+from . import distances, errors, infer, sharded
 from .builders import GraphSCM, from_graph
 from .graph import plot_graph
 from .mechanisms import (
@@ -42,4 +42,14 @@ __all__ = [
     "plot_graph",
     "plot_image_grid",
     "plot_scatter",
+    "sharded",
 ]
+
+
+def __getattr__(name: str):
+    """``pyro_scm.lightning`` on first use (it imports Lightning, an optional extra)."""
+    if name == "lightning":
+        import importlib
+
+        return importlib.import_module(".lightning", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
