@@ -203,6 +203,29 @@ def test_fit_rejects_bad_arguments(tmp_path):
         ps.lightning.fit(scm, Broken(frame), trainer=trainer)
 
 
+def test_several_ranks_need_units_and_chunks_for_each(fitted, tmp_path):
+    frame, scm, _ = fitted
+    ddp = _trainer(tmp_path, devices=2, strategy="ddp")  # starts no process until fit/predict
+    assert ddp.world_size == 2
+    with pytest.raises(DataError, match="each of 2 ranks"):
+        ps.lightning.fit(build(frame), frame.iloc[:12], trainer=ddp, val_fraction=0.05)
+    f = _factual(frame, 3)
+    with pytest.raises(DataError, match="chunk_size <= 1"):
+        ps.lightning.counterfactual(scm, f, chunk_size=5, trainer=ddp, out_dir=tmp_path)
+    with pytest.raises(DataError, match="shared folder"):
+        ps.lightning.counterfactual(scm, f, chunk_size=1, trainer=ddp)
+
+
+def test_the_main_job_takes_devices():
+    from pyro_scm.inference import morpho_demo
+
+    args = morpho_demo.parse_args(["--devices", "2", "--quick"])
+    trainer = morpho_demo._trainer(args)
+    assert trainer.world_size == 2 and trainer.max_epochs == 6
+    with pytest.raises(SystemExit):
+        morpho_demo.parse_args(["--devices", "0"])
+
+
 # -- sharded queries in one process -----------------------------------------------------------
 
 

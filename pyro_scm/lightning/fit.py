@@ -84,6 +84,12 @@ def fit(
         seed=seed,
         num_workers=num_workers,
     )
+    world = trainer.world_size
+    if 0 < len(datamodule.val_index) < world or len(datamodule.train_index) < world:
+        raise DataError(
+            f"{len(datamodule.train_index)} training and {len(datamodule.val_index)} validation "
+            f"units cannot give each of {world} ranks at least one"
+        )
     mechanisms = _trainable(scm, datamodule.training_units(limit=2))
     if not mechanisms:
         return pd.DataFrame([], columns=COLUMNS)

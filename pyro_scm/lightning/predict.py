@@ -162,6 +162,11 @@ def run_sharded(
     """
     if not isinstance(trainer, L.Trainer):
         raise DataError(f"trainer must be a lightning.Trainer, not {type(trainer).__name__}")
+    if query.num_chunks < trainer.world_size:
+        raise DataError(
+            f"{query.num_chunks} chunks of {query.units} units cannot give each of "
+            f"{trainer.world_size} ranks one; use chunk_size <= {query.units // trainer.world_size}"
+        )
     if out_dir is None and trainer.world_size > 1:
         raise DataError("a sharded query on several processes needs out_dir= (a shared folder)")
     temporary = out_dir is None
