@@ -1,6 +1,7 @@
 """pyro_scm.lightning: training on a Trainer (one process and 2-process DDP), resuming from a
 checkpoint, sharded queries equal to one-process ones, and the optional import."""
 
+import copy
 import os
 import shutil
 import socket
@@ -37,9 +38,9 @@ def _frame(n=600, seed=0) -> pd.DataFrame:
     return pd.DataFrame({"x": x.numpy(), "y": y.numpy()})
 
 
-def _trainer(tmp_path=None, **kwargs) -> L.Trainer:
+def _trainer(tmp_path=None, device=None, **kwargs) -> L.Trainer:
     options = dict(
-        accelerator="cpu",
+        accelerator="gpu" if device is not None and device.type == "cuda" else "cpu",
         devices=1,
         logger=False,
         enable_checkpointing=False,
@@ -80,11 +81,12 @@ def _equal(a: ps.QueryResult, b: ps.QueryResult) -> None:
 # -- training -------------------------------------------------------------------------------
 
 
-def test_trainer_fit_matches_scm_fit_in_one_process(fitted, tmp_path):
+def test_trainer_fit_matches_scm_fit_in_one_process(fitted, tmp_path, device):
     frame, _, single = fitted
     scm = build(frame)
     options = {k: v for k, v in FIT.items() if k != "epochs"}
-    history = scm.fit(frame, trainer=_trainer(tmp_path, max_epochs=FIT["epochs"]), **options)
+    trainer = _trainer(tmp_path, device, max_epochs=FIT["epochs"])
+    history = scm.fit(frame, trainer=trainer, **options)
     assert list(history.columns) == ["epoch", "node", "train", "val"]
     assert set(history.node) == {"x", "y"} and history.epoch.max() == FIT["epochs"] - 1
     best, best_single = history.groupby("node").val.min(), single.groupby("node").val.min()
@@ -94,7 +96,7 @@ def test_trainer_fit_matches_scm_fit_in_one_process(fitted, tmp_path):
     again = build(frame).load(tmp_path / "m.pt")
     f = _factual(frame)
     torch.testing.assert_close(
-        scm.counterfactual(f, do={"x": 0.0})["y"], again.counterfactual(f, do={"x": 0.0})["y"]
+        scm.cpu().counterfactual(f, do={"x": 0.0})["y"], again.counterfactual(f, do={"x": 0.0})["y"]
     )
 
 
@@ -241,10 +243,11 @@ def test_chunked_queries_equal_unchunked_ones_up_to_floating_point(fitted):
     torch.testing.assert_close(chunked.interventions["x"], plain.interventions["x"])
 
 
-def test_one_process_trainer_predict_equals_the_chunked_query(fitted, tmp_path):
+def test_one_process_trainer_predict_equals_the_chunked_query(fitted, tmp_path, device):
     frame, scm, _ = fitted
+    scm = copy.deepcopy(scm).to(device)  # the Trainer moves it to its device
     f = _factual(frame, 11)
-    trainer = _trainer(tmp_path)
+    trainer = _trainer(tmp_path, device)
     shift = {"do": {"x": lambda x: x + 1}}
     mala = {"antecedent": {"y": 2.0}, "method": "mala", "num_samples": 5, "warmup": 5}
     for query, kwargs in [(ps.sharded.counterfactual, shift), (ps.sharded.backtrack, mala)]:
@@ -253,7 +256,7 @@ def test_one_process_trainer_predict_equals_the_chunked_query(fitted, tmp_path):
         _equal(local, sharded)
         if query is ps.sharded.counterfactual:
             assert sharded.interventions["x"] is shift["do"]["x"]
-            torch.testing.assert_close(sharded["x"][0], f["x"].float() + 1)
+            torch.testing.assert_close(sharded["x"][0].cpu(), f["x"].float() + 1)
     path = tmp_path / "r.nc"
     ps.sharded.sample(scm, 9, {"x": 0.5}, chunk_size=4, seed=1, netcdf=path)
     assert path.stat().st_size > 0
