@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .data import broadcast_intervention, to_node_tensors
-from .errors import DataError, InterventionError, UnknownNodeError
+from .errors import DataError, InterventionError, ShapeError, UnknownNodeError
 from .results import QueryResult
 
 __all__ = ["ShardedQuery", "backtrack", "chunk_seed", "counterfactual", "merge", "sample"]
@@ -81,12 +81,12 @@ class ShardedQuery:
 
 
 def _check_plan(units: int, chunk_size: int | None, seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise DataError(f"seed must be a non-negative int, got {seed!r}")
     if chunk_size is None:
         return units
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise DataError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise DataError(f"seed must be a non-negative int, got {seed!r}")
     return chunk_size
 
 
@@ -156,7 +156,10 @@ def plan_backtrack(scm, factual, antecedent, chunk_size, seed, options) -> tuple
             raise UnknownNodeError(node, scm.nodes, "antecedent")
         if callable(value) and not torch.is_tensor(value):
             value = value(factual_t[node])
-        target.update(_actions(scm, {node: value}, units, like, "antecedent"))
+        try:
+            target.update(_actions(scm, {node: value}, units, like, "antecedent"))
+        except InterventionError as e:  # as scm.backtrack reports it
+            raise ShapeError(str(e).replace("intervention", "antecedent")) from e
     return ShardedQuery("backtracking", units, size, seed, dict(options)), factual_t, target
 
 

@@ -18,7 +18,13 @@ from lightning_ddp_job import build
 from torch.utils.data import Dataset
 
 import pyro_scm as ps
-from pyro_scm.errors import DataError, InterventionError, MissingNodeError, UnknownNodeError
+from pyro_scm.errors import (
+    DataError,
+    InterventionError,
+    MissingNodeError,
+    ShapeError,
+    UnknownNodeError,
+)
 from pyro_scm.infer import BacktrackingWarning
 
 HERE = Path(__file__).resolve().parent
@@ -178,6 +184,15 @@ def test_a_map_style_dataset_trains_like_the_same_units_in_memory(tmp_path):
     pd.testing.assert_frame_equal(ha, hb)
 
 
+def test_without_validation_units_training_losses_stop_early(tmp_path):
+    frame = _frame(300)
+    scm = build(frame)
+    trainer = _trainer(tmp_path, max_epochs=30)
+    history = ps.lightning.fit(scm, frame, trainer=trainer, val_fraction=0, lr=5e-2, patience=2)
+    assert history.val.isna().all() and len(history) > 0
+    assert history.epoch.max() < 29
+
+
 def test_fit_rejects_bad_arguments(tmp_path):
     frame = _frame(100)
     scm = build(frame)
@@ -303,6 +318,10 @@ def test_sharded_queries_reject_bad_arguments(fitted, tmp_path):
         ps.sharded.backtrack(scm, f, {"y": 1.0}, method="gibbs")
     with pytest.raises(ValueError, match="non-empty"):
         ps.sharded.backtrack(scm, f, {})
+    with pytest.raises(ShapeError, match="antecedent on 'y'"):
+        ps.sharded.backtrack(scm, f, {"y": torch.zeros(3)})
+    with pytest.raises(UnknownNodeError, match="'w'"):
+        ps.sharded.backtrack(scm, f, {"w": 1.0})
     with pytest.raises(DataError, match="out_dir"):
         ps.sharded.counterfactual(scm, f, out_dir=tmp_path)
     with pytest.raises(DataError, match=r"lightning\.Trainer"):

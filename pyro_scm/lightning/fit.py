@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 import pandas as pd
 import pyro.poutine as poutine
@@ -103,7 +105,10 @@ def fit(
         max_decays=max_decays,
         stats_units=stats_units,
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    with warnings.catch_warnings():
+        if not len(datamodule.val_index):  # no validation loader is what val_fraction=0 means
+            warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return pd.DataFrame(module.history, columns=COLUMNS)
 
 

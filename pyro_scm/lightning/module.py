@@ -24,7 +24,7 @@ __all__ = ["SCMModule"]
 
 
 class SCMModule(L.LightningModule):
-    """Trains ``scm``'s mechanisms under a ``lightning.Trainer``.
+    """Trains ``scm``'s mechanisms under a ``lightning.Trainer``, on an :class:`SCMDataModule`.
 
     Args:
         scm: the model; trained in place.
