@@ -1,7 +1,7 @@
 """Throughput of pyro_scm.lightning with 1 and 2 processes: training and sharded queries.
 
-    python -m benchmarks.lightning_throughput                 # CPU: 1 and 2 processes, ~3 min
-    python -m benchmarks.lightning_throughput --size smoke    # seconds
+    python -m benchmarks.lightning_throughput              # CPU, 1 and 2 processes (~13 min loaded)
+    python -m benchmarks.lightning_throughput --size smoke # tiny sizes (~3 min loaded)
     python -m benchmarks.lightning_throughput --size gpu --accelerator gpu   # 1 and 2 GPUs
 
 The model is the speed table's ladder10 SCM (10 scalar nodes, NSF mechanisms). For each process
