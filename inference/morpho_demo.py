@@ -17,7 +17,9 @@ factual digit's detail; interventional samples are decoder means.
 It writes one arviz netcdf per query, figures (graph, image grids, the thickness-intensity
 scatter, the sampler's trace) and ``summary.md`` with the measured attributes of the images.
 
-Run: ``python -m pyro_scm.inference.morpho_demo [--quick] [--out results] [--device cpu]``.
+Run: ``python -m pyro_scm.inference.morpho_demo [--quick] [--out results] [--device cpu]``;
+``--devices N`` trains on N devices with Lightning's DDP (``--lightning``: on a Trainer, one
+device).
 """
 
 from __future__ import annotations
@@ -40,7 +42,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sampler", choices=SAMPLERS, default="mala", help="stochastic DeepBC")
     parser.add_argument("--intensity", type=float, default=110.0, help="the antecedent/do value")
     parser.add_argument("--thickness", type=float, default=4.0, help="do(thickness) value")
+    parser.add_argument(
+        "--devices", type=int, default=1, help="train on N devices with Lightning (DDP if N > 1)"
+    )
+    parser.add_argument("--lightning", action="store_true", help="train with a Lightning Trainer")
     args = _common.check(parser, parser.parse_args(argv))
+    if args.devices < 1:
+        parser.error("--devices must be at least 1")
     if args.units < 1:
         parser.error("--units must be at least 1")
     if not 0 < args.intensity <= 255:
@@ -48,6 +56,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0 < args.thickness <= 10:
         parser.error("--thickness must lie in (0, 10]")
     return args
+
+
+def _trainer(args: argparse.Namespace):
+    """The Lightning Trainer of ``--devices`` / ``--lightning`` (see docs/scaling.md)."""
+    import lightning as L
+    from pyro_scm.models.morpho_mnist import DEFAULT, QUICK
+
+    return L.Trainer(
+        accelerator="gpu" if args.device.startswith("cuda") else "cpu",
+        devices=args.devices,
+        strategy="ddp" if args.devices > 1 else "auto",
+        max_epochs=args.epochs or (QUICK if args.quick else DEFAULT).epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=not args.no_progress,
+        default_root_dir=str(args.out),
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -74,10 +99,18 @@ def main(argv: list[str] | None = None) -> dict:
     data = morpho_mnist_data(n_train + 4 * args.units, seed=args.seed)
     train_data, test_data = data.split(test_fraction=4 * args.units / len(data.digit))
     start = time.perf_counter()
+    trainer = _trainer(args) if args.devices > 1 or args.lightning else None
     scm, _, history = train(
-        quick=args.quick, epochs=args.epochs, seed=args.seed, data=train_data, progress=progress
+        quick=args.quick,
+        epochs=args.epochs,
+        seed=args.seed,
+        data=train_data,
+        progress=progress,
+        trainer=trainer,
     )
     fit_seconds = time.perf_counter() - start
+    if trainer is not None and not trainer.is_global_zero:
+        return {}  # the other DDP ranks only train; rank 0 answers the queries
     scm = scm.to(device)
     history.to_csv(out / "history.csv", index=False)
     print(scm)

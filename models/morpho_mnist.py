@@ -121,6 +121,7 @@ def train(
     beta: float = 1.0,
     data: MorphoMNISTData | None = None,
     progress: bool = True,
+    trainer: object = None,
 ) -> tuple[MorphoMNIST, MorphoMNISTData, pd.DataFrame]:
     """Build Morpho-MNIST, and fit the SCM on it (CPU: about a minute; ``quick``: seconds).
 
@@ -133,6 +134,7 @@ def train(
         residual, beta: see :class:`MorphoMNIST`.
         data: train on these units instead of generating them.
         progress: show tqdm progress bars.
+        trainer: train on this ``lightning.Trainer`` (its ``max_epochs`` and progress bar).
 
     Returns:
         ``(scm, data, history)``: the fitted model (eval mode), the units it was trained on,
@@ -146,14 +148,14 @@ def train(
         size=size, latent_dim=config.latent_dim, width=config.width, beta=beta, residual=residual
     )
     start = time.perf_counter()
+    loop = {"epochs": epochs or config.epochs, "progress": progress}
     history = scm.fit(
         data.to_dict(),
-        epochs=epochs or config.epochs,
         batch_size=config.batch_size,
         lr=config.lr,
         patience=5,
         seed=seed,
-        progress=progress,
+        **({"trainer": trainer} if trainer is not None else loop),
     )
     history.attrs["seconds"] = time.perf_counter() - start
     return scm, data, history

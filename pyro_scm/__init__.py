@@ -5,7 +5,7 @@ and counterfactual queries; analyse the answers in arviz and pandas.
 """
 
 from . import _zuko  # noqa: F401, I001  (first: keeps torch's distribution validation setting)
-from . import distances, errors, infer
+from . import distances, errors, infer, sharded
 from .graph import plot_graph
 from .mechanisms import (
     CategoricalMechanism,
@@ -46,4 +46,14 @@ __all__ = [
     "plot_graph",
     "plot_image_grid",
     "plot_scatter",
+    "sharded",
 ]
+
+
+def __getattr__(name: str):
+    """``pyro_scm.lightning`` on first use (it imports Lightning, an optional extra)."""
+    if name == "lightning":
+        import importlib
+
+        return importlib.import_module(".lightning", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -192,8 +192,16 @@ class SCM(nn.Module):
 
     # -- training and persistence -----------------------------------------------------------
 
-    def fit(self, data: object, **kwargs) -> object:
-        """Train every mechanism on its own loss; see :func:`pyro_scm.fitting.fit`."""
+    def fit(self, data: object, *, trainer: object = None, **kwargs) -> object:
+        """Train every mechanism on its own loss; see :func:`pyro_scm.fitting.fit`.
+
+        With ``trainer`` (a ``lightning.Trainer``) the training runs on Lightning; see
+        :func:`pyro_scm.lightning.fit`.
+        """
+        if trainer is not None:
+            from .lightning import fit as fit_on_trainer
+
+            return fit_on_trainer(self, data, trainer=trainer, **kwargs)
         return fitting.fit(self, data, **kwargs)
 
     def mark_fitted(self, *nodes: str) -> SCM:
