@@ -2,8 +2,15 @@
 
 from .base import Mechanism, MechanismDistribution, TransformedMechanismDistribution
 from .categorical import CategoricalMechanism, GumbelMaxDistribution
-from .diffusion import DiffusionDistribution, DiffusionMechanism, guidance_scale, sampling_steps
+from .diffusion import (
+    DiffusionDistribution,
+    DiffusionMechanism,
+    cfg_scale,
+    guidance_scale,
+    sampling_steps,
+)
 from .flow import FlowDistribution, FlowMechanism
+from .hvae import HVAEDistribution, HVAEMechanism
 from .locscale import LocScaleMechanism
 from .vae import VAEDistribution, VAEMechanism
 
@@ -14,12 +21,15 @@ __all__ = [
     "FlowDistribution",
     "FlowMechanism",
     "GumbelMaxDistribution",
+    "HVAEDistribution",
+    "HVAEMechanism",
     "LocScaleMechanism",
     "Mechanism",
     "MechanismDistribution",
     "TransformedMechanismDistribution",
     "VAEDistribution",
     "VAEMechanism",
+    "cfg_scale",
     "guidance_scale",
     "sampling_steps",
 ]
