@@ -35,11 +35,21 @@ from pyro_scm.datasets.morpho_mnist import MorphoMNIST as MorphoMNISTData
 from pyro_scm.datasets.morpho_mnist import load_morpho_mnist
 from pyro_scm.mechanisms.vae import VAEMechanism
 
-__all__ = ["IMAGE_MECHANISMS", "MorphoMNIST", "TrainConfig", "morpho_mnist_data", "train"]
+__all__ = [
+    "BEST_IMAGE",
+    "IMAGE_MECHANISMS",
+    "MorphoMNIST",
+    "TrainConfig",
+    "morpho_mnist_data",
+    "train",
+]
 
 NUM_DIGITS = 10
 IMAGE_MECHANISMS = ("vae", "hvae", "diffusion")
 """The image mechanisms :class:`MorphoMNIST` can use."""
+BEST_IMAGE = "vae+res"
+"""The best image mechanism by ``benchmarks/image_benchmark.py`` (docs/image-benchmark.md):
+a kind of :data:`IMAGE_MECHANISMS`, ``+res`` when counterfactuals keep the decoder residual."""
 
 
 class MorphoMNIST(ps.SCM):
@@ -151,8 +161,8 @@ QUICK = TrainConfig(n=600, epochs=6, latent_dim=8, width=16)
 CONFIGS = {  # (default, quick) per image mechanism
     "vae": (DEFAULT, QUICK),
     "hvae": (
-        TrainConfig(n=2000, epochs=20, latent_dim=16, width=16),
-        TrainConfig(n=600, epochs=6, latent_dim=8, width=8),
+        TrainConfig(n=2000, epochs=20, latent_dim=16, width=16, lr=2e-3),
+        TrainConfig(n=600, epochs=6, latent_dim=8, width=8, lr=2e-3),
     ),
     "diffusion": (
         TrainConfig(n=2000, epochs=20, latent_dim=0, width=16, lr=2e-3),
