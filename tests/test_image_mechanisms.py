@@ -86,3 +86,14 @@ def test_morpho_mnist_rejects_unknown_image_mechanisms():
         MorphoMNIST(image="gan")
     with pytest.raises(MechanismError, match="image must be one of"):
         train(image="gan")
+
+
+def test_main_job_image_flag():
+    from pyro_scm.inference import morpho_demo
+    from pyro_scm.models.morpho_mnist import BEST_IMAGE
+
+    assert BEST_IMAGE in morpho_demo.IMAGE_CHOICES
+    assert morpho_demo.parse_args(["--image", "hvae+res"]).image == "hvae+res"
+    assert morpho_demo.parse_args([]).image is None  # the benchmark's best
+    with pytest.raises(SystemExit):
+        morpho_demo.parse_args(["--image", "gan"])
