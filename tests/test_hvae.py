@@ -253,3 +253,14 @@ def test_counterfactual_finetune_bad_inputs():
         counterfactual_finetune(hvae, img, [t], log_q, lr=-1.0)
     with pytest.raises(ShapeError, match="one value per unit"):
         counterfactual_finetune(hvae, img, [t[:3]], log_q)
+
+
+def test_the_documented_gpu_configuration_builds_and_round_trips():
+    from pyro_scm.mechanisms.hvae import GPU_CONFIG
+
+    hvae = HVAEMechanism.conv(context=2, residual=True, **GPU_CONFIG)
+    assert hvae.decoder.levels[-1] == (32, 2)
+    d = hvae(torch.rand(1), torch.rand(1))
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(d.generate(d.abduct(x)), x, atol=1e-5, rtol=0)

@@ -33,9 +33,10 @@ from .vae import VAEDistribution, VAEMechanism
 
 __all__ = ["GPU_CONFIG", "HVAEDistribution", "HVAEMechanism"]
 
-GPU_CONFIG = {"width": 128, "latent": 32, "levels_per_scale": (1, 16, 8, 2)}
-"""A GPU-sized configuration (not run here): wider state, more latent channels per level; see
-:meth:`HVAEMechanism.conv` and docs/hvae.md."""
+GPU_CONFIG = {"size": 32, "width": 128, "levels": ((1, 32), (8, 16), (16, 8), (32, 2))}
+"""A GPU-sized configuration (documented, not run here): ``HVAEMechanism.conv(context=k,
+**GPU_CONFIG)``, a 128-channel state and four latent levels up to full resolution, close to
+causal-gen's Morpho-MNIST model; see docs/hvae.md."""
 
 
 class HVAEMechanism(VAEMechanism):
