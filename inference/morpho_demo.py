@@ -11,8 +11,9 @@ thicker or thinner by the true Morpho-MNIST equations, then, on held-out digits,
   Langevin-type sampler (MALA by default): the intensity is explained by changing its cause,
   so thickness moves.
 
-Counterfactual images are decoded with the VAE's residual (deepscm style), so they keep the
-factual digit's detail; interventional samples are decoder means.
+The image mechanism is the best by ``benchmarks/image_benchmark.py`` unless ``--image`` says
+otherwise. With ``+res``, counterfactual images are decoded with the VAE's residual (deepscm
+style), so they keep the factual digit's detail; interventional samples are decoder means.
 
 It writes one arviz netcdf per query, figures (graph, image grids, the thickness-intensity
 scatter, the sampler's trace) and ``summary.md`` with the measured attributes of the images.
@@ -33,6 +34,7 @@ import torch
 from pyro_scm.inference import _common
 
 SAMPLERS = ("langevin", "mala", "hmc", "nuts")
+IMAGE_CHOICES = ("vae", "vae+res", "hvae", "hvae+res", "diffusion")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,6 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--devices", type=int, default=1, help="train on N devices with Lightning (DDP if N > 1)"
     )
     parser.add_argument("--lightning", action="store_true", help="train with a Lightning Trainer")
+    # -- the image mechanism (issue 14): the image benchmark's best by default
+    parser.add_argument(
+        "--image",
+        choices=IMAGE_CHOICES,
+        default=None,
+        help="image mechanism (default: the best by benchmarks/image_benchmark.py)",
+    )
     args = _common.check(parser, parser.parse_args(argv))
     if args.devices < 1:
         parser.error("--devices must be at least 1")
@@ -82,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from pyro_scm.models.morpho_mnist import morpho_mnist_data, train
+    from pyro_scm.models.morpho_mnist import BEST_IMAGE, morpho_mnist_data, train
 
     from pyro_scm.datasets import measure_intensity, measure_thickness
     from pyro_scm.graph import plot_graph
@@ -98,6 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
     n_train = 600 if args.quick else 2000
     data = morpho_mnist_data(n_train + 4 * args.units, seed=args.seed)
     train_data, test_data = data.split(test_fraction=4 * args.units / len(data.digit))
+    image = args.image or BEST_IMAGE
+    kind, keep_residual = image.removesuffix("+res"), image.endswith("+res")
     start = time.perf_counter()
     trainer = _trainer(args) if args.devices > 1 or args.lightning else None
     scm, _, history = train(
@@ -107,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
         data=train_data,
         progress=progress,
         trainer=trainer,
+        image=kind,
     )
     fit_seconds = time.perf_counter() - start
     if trainer is not None and not trainer.is_global_zero:
@@ -125,14 +137,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     start = time.perf_counter()
     interventional = scm.do({"thickness": thick}).sample(16)
-    # counterfactual images keep the factual image's detail through the decoder residual
-    scm.image.residual = True
+    # counterfactual images keep the factual image's detail through the decoder residual (+res)
+    if kind != "diffusion":
+        scm.image.residual = keep_residual
     counterfactual = scm.counterfactual(factual, do={"intensity": dim})
     mode = scm.backtrack(factual, antecedent={"intensity": dim}, method="mode")
     quick = args.quick
     # stochastic DeepBC redraws non-ancestor latents from P_B(u* | u_F) = N(u_F, I/2): without the
     # residual those are the VAE's latent code only, not 784 pixel noises
-    scm.image.residual = False
+    if kind != "diffusion":
+        scm.image.residual = False
     sampled = scm.backtrack(
         factual,
         antecedent={"intensity": dim},
@@ -187,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     plt.close("all")
 
     # metrics: what the images show, measured by the Morpho-MNIST oracle
-    metrics = {"fit_seconds": fit_seconds, "query_seconds": query_seconds}
+    metrics = {"fit_seconds": fit_seconds, "query_seconds": query_seconds, "image": image}
     rows = []
     for label, result in (("interventional CF", counterfactual), ("backtracking (mode)", mode)):
         t_img, i_img = measured(result["image"])
@@ -209,6 +223,14 @@ def main(argv: list[str] | None = None) -> dict:
     metrics["sampler max r_hat"] = float(summary["r_hat"].max())
     lines = [
         "# pyro_scm main job: Morpho-MNIST",
+        "",
+        f"Image mechanism: **{image}**"
+        + (
+            " (the best by the image benchmark, docs/image-benchmark.md)"
+            if image == BEST_IMAGE
+            else ""
+        )
+        + ".",
         "",
         f"Trained on {len(train_data.digit)} digits in {fit_seconds:.0f} s on {device}; "
         f"queries on {units} held-out digits took {query_seconds:.1f} s.",

@@ -2,9 +2,16 @@
 
 from .base import Mechanism, MechanismDistribution, TransformedMechanismDistribution
 from .categorical import CategoricalMechanism, GumbelMaxDistribution
-from .diffusion import DiffusionDistribution, DiffusionMechanism, guidance_scale, sampling_steps
+from .diffusion import (
+    DiffusionDistribution,
+    DiffusionMechanism,
+    cfg_scale,
+    guidance_scale,
+    sampling_steps,
+)
 from .equation import Equation, EquationDistribution, EquationMechanism
 from .flow import FlowDistribution, FlowMechanism
+from .hvae import HVAEDistribution, HVAEMechanism
 from .locscale import LocScaleMechanism
 from .vae import VAEDistribution, VAEMechanism
 
@@ -18,12 +25,15 @@ __all__ = [
     "FlowDistribution",
     "FlowMechanism",
     "GumbelMaxDistribution",
+    "HVAEDistribution",
+    "HVAEMechanism",
     "LocScaleMechanism",
     "Mechanism",
     "MechanismDistribution",
     "TransformedMechanismDistribution",
     "VAEDistribution",
     "VAEMechanism",
+    "cfg_scale",
     "guidance_scale",
     "sampling_steps",
 ]

@@ -153,7 +153,12 @@ def effectiveness(
 
 @torch.no_grad()
 def composition(
-    scm, factual: object, node: str = "image", cycles: int = 10, scale: float = 255.0
+    scm,
+    factual: object,
+    node: str = "image",
+    cycles: int = 10,
+    scale: float = 255.0,
+    embed=None,
 ) -> dict[str, float]:
     """The null intervention on ``node``, x ← f(f⁻¹(x; pa); pa), once and ``cycles`` times.
 
@@ -163,6 +168,10 @@ def composition(
         node: the image node.
         cycles: the number of repetitions of the second score.
         scale: multiplies the per-pixel L1 (255: pixel units).
+        embed: optional ``images (n, C, H, W) -> (n, d)`` (a learned embedding, e.g. a reference
+            VAE's encoder mean); adds ``emb_l1_1`` and ``emb_l1_<cycles>``, the mean absolute
+            difference of the embeddings (Melistas et al. 2024 score both). Images are clamped
+            to [0, 1] before embedding.
 
     Returns:
         ``{"l1_1": ..., "l1_<cycles>": ...}``: mean absolute per-pixel difference to the factual.
@@ -176,11 +185,14 @@ def composition(
         scm.model()
     fn = as_mechanism(tracer.trace.nodes[node])
     x0 = x = values[node]
+    e0 = embed(x0.clamp(0, 1)) if embed is not None else None
     out = {}
     for k in range(1, cycles + 1):
         x = fn.generate(fn.abduct(x))
         if k in (1, cycles):
             out[f"l1_{k}"] = scale * float((x - x0).abs().mean())
+            if embed is not None:
+                out[f"emb_l1_{k}"] = float((embed(x.clamp(0, 1)) - e0).abs().mean())
     return out
 
 

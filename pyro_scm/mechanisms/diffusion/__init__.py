@@ -35,11 +35,12 @@ returns under fixed parents).
 from .ddim import ddim
 from .distribution import DiffusionDistribution
 from .mechanism import DiffusionMechanism
-from .schedule import guidance_scale, noise_schedule, sampling_steps, timestep_sequence
+from .schedule import cfg_scale, guidance_scale, noise_schedule, sampling_steps, timestep_sequence
 
 __all__ = [
     "DiffusionDistribution",
     "DiffusionMechanism",
+    "cfg_scale",
     "ddim",
     "guidance_scale",
     "noise_schedule",

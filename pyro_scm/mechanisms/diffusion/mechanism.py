@@ -45,6 +45,7 @@ from .ddim import ddim
 from .distribution import DiffusionDistribution
 from .schedule import (
     _check_steps,
+    current_cfg_override,
     current_scale_override,
     current_steps_override,
     noise_schedule,
@@ -203,6 +204,14 @@ class DiffusionMechanism(Mechanism):
             return override
         return self.guidance_scale
 
+    def current_cfg(self) -> float:
+        """The classifier-free guidance weight in force: :func:`cfg_scale` (when the mechanism
+        was trained for it), else ``cfg_scale``."""
+        override = current_cfg_override()
+        if override is not None and self.conditional and self.cond_drop > 0:
+            return override
+        return self.cfg_scale
+
     @torch.no_grad()
     def prepare(self, value: Tensor, *parents: Tensor) -> None:
         """Learn the standardisation of the node ``(n, *event)`` and of its context."""
@@ -265,8 +274,9 @@ class DiffusionMechanism(Mechanism):
     ) -> Tensor:
         """ε̂ of Algorithm 1 (and classifier-free guidance): ``(B, *event')``."""
         eps = self.eps(x, t, context)
-        if self.conditional and self.cfg_scale > 0:
-            eps = (1 + self.cfg_scale) * eps - self.cfg_scale * self.eps(x, t, None)
+        w = self.current_cfg()
+        if self.conditional and w > 0 and context is not None:
+            eps = (1 + w) * eps - w * self.eps(x, t, None)
         s = self.current_scale()
         if not guided or s == 0 or self.predictor is None:
             return eps

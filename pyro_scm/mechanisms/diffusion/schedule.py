@@ -1,7 +1,8 @@
 """Noise schedules, DDIM timestep sequences, and the query-time settings of diffusion mechanisms.
 
-:func:`sampling_steps` and :func:`guidance_scale` set, inside a ``with`` block, the DDIM steps and
-the anti-causal guidance scale of every diffusion mechanism at once.
+:func:`sampling_steps`, :func:`guidance_scale` and :func:`cfg_scale` set, inside a ``with`` block,
+the DDIM steps, the anti-causal guidance scale and the classifier-free guidance weight of every
+diffusion mechanism at once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from torch import Tensor
 from ...errors import MechanismError
 
 __all__ = [
+    "cfg_scale",
+    "current_cfg_override",
     "current_scale_override",
     "current_steps_override",
     "guidance_scale",
@@ -25,10 +28,9 @@ __all__ = [
     "timestep_sequence",
 ]
 
-_SCALE_OVERRIDE: list[float] = []
-
 _STEPS_OVERRIDE: list[int] = []
 _SCALE_OVERRIDE: list[float] = []
+_CFG_OVERRIDE: list[float] = []
 
 
 @contextlib.contextmanager
@@ -57,6 +59,27 @@ def guidance_scale(s: float) -> Iterator[None]:
         yield
     finally:
         _SCALE_OVERRIDE.pop()
+
+
+@contextlib.contextmanager
+def cfg_scale(w: float) -> Iterator[None]:
+    """Use the classifier-free guidance weight ``w`` for every diffusion mechanism trained for it
+    (conditional, ``cond_drop > 0``) inside the block; others are unaffected. ``w = 0`` is the
+    plain conditional ε-network.
+
+    Example:
+        >>> with cfg_scale(2.0):
+        ...     pass  # scm.counterfactual(...) here abducts and generates with w = 2
+    """
+    if isinstance(w, bool) or not isinstance(w, int | float) or not w >= 0:
+        raise MechanismError(
+            f"the classifier-free guidance weight must be a number >= 0, got {w!r}"
+        )
+    _CFG_OVERRIDE.append(float(w))
+    try:
+        yield
+    finally:
+        _CFG_OVERRIDE.pop()
 
 
 def _check_steps(k: object) -> None:
@@ -105,3 +128,8 @@ def current_steps_override() -> int | None:
 def current_scale_override() -> float | None:
     """The guidance scale set by the innermost :func:`guidance_scale` block, or None."""
     return _SCALE_OVERRIDE[-1] if _SCALE_OVERRIDE else None
+
+
+def current_cfg_override() -> float | None:
+    """The classifier-free guidance weight set by the innermost :func:`cfg_scale` block, or None."""
+    return _CFG_OVERRIDE[-1] if _CFG_OVERRIDE else None
