@@ -171,10 +171,10 @@ def step_cost(units: int, repeats: int) -> dict:
     kernel.setup(0)
 
     def langevin_grad() -> None:
-        kernel._value_and_grad(params)
+        kernel.value_and_grad(params)
 
     def mala_step() -> None:
-        kernel._cache = None
+        kernel.clear_cache()
         kernel.sample(params)
 
     from pyro.infer.autoguide.initialization import InitMessenger, init_to_value

@@ -67,3 +67,7 @@ class DataError(SCMError, ValueError):
 
 class DistanceError(SCMError, TypeError):
     """A backtracking distance is not a ``Distance`` or a callable."""
+
+
+class ArgumentError(SCMError, ValueError):
+    """An argument of a query or of fit has an invalid value or type."""

@@ -31,6 +31,9 @@ class QueryResult(Mapping):
         sample_stats: sampler statistics ``(num_samples, units)`` (MCMC queries).
         categorical: categorical nodes -> number of classes (one-hot values).
         num_chains: number of chains the samples come from.
+        diagnostics: per-unit sampler summaries ``(units,)`` of stochastic queries (R-hat and
+            bulk ESS per sampled node as ``rhat_<node>``, ``ess_bulk_<node>``; acceptance rate,
+            divergences, ...); in :meth:`to_arviz` they are attributes of the data.
     """
 
     values: dict[str, Tensor]
@@ -41,6 +44,7 @@ class QueryResult(Mapping):
     sample_stats: dict[str, Tensor] = field(default_factory=dict)
     categorical: dict[str, int] = field(default_factory=dict)
     num_chains: int = 1
+    diagnostics: dict[str, Tensor] = field(default_factory=dict)
 
     def __getitem__(self, node: str) -> Tensor:
         from .errors import UnknownNodeError
@@ -136,6 +140,7 @@ class QueryResult(Mapping):
         attrs = {"query": self.kind}
         if self.interventions:
             attrs["interventions"] = _describe(self.interventions)
+        attrs.update({k: _numpy(v) for k, v in self.diagnostics.items()})
         if "data" in inspect.signature(az.from_dict).parameters:  # arviz >= 1.0: a DataTree
             return az.from_dict(groups, dims=dims, coords=coords, attrs={"/": attrs})
         return az.from_dict(**groups, dims=dims, coords=coords, attrs=attrs)

@@ -93,6 +93,11 @@ def _gaussian_closed_form(u_x, u_y, y_star, sigma, prior):
 FACT = {"x": [0.3], "y": [0.2], "z": [-0.1]}
 
 
+# Many short chains from the mode: each chain mixes slowly along the constraint (R-hat > 1.05
+# is reported as a SamplerWarning) while the ensemble of chains matches the closed form.
+# Unadjusted Langevin is biased: a few of its 12000 draws miss y* by > 5σ (reported).
+@pytest.mark.filterwarnings("ignore::pyro_scm.infer.SamplerWarning")
+@pytest.mark.filterwarnings("ignore:.*misses the antecedent by more than")
 @pytest.mark.parametrize("prior", [False, True])
 @pytest.mark.parametrize("method", ["mala", "langevin"])
 def test_langevin_samples_match_the_linear_gaussian_closed_form(method, prior):
@@ -210,7 +215,7 @@ def test_errors():
         scm.backtrack(f, {"y": float("nan")})
     with pytest.raises(ps.errors.NonFiniteError, match="'x'"):
         scm.backtrack({**f, "x": f["x"] * float("nan")}, {"y": 0.0})
-    with pytest.raises(ValueError, match="unknown backtracking method"):
+    with pytest.raises(ps.errors.ArgumentError, match="unknown backtracking method"):
         scm.backtrack(f, {"y": 0.0}, method="gibbs")
     with pytest.raises(ValueError, match="unknown solver"):
         scm.backtrack(f, {"y": 0.0}, solver="sgd")

@@ -52,6 +52,7 @@ def _draws(bt) -> torch.Tensor:
     return torch.stack([bt.latents["x"][:, 0], bt.latents["y"][:, 0]], -1)
 
 
+@pytest.mark.filterwarnings("ignore::pyro_scm.infer.SamplerWarning")  # short chains: R-hat
 def test_mala_and_nuts_agree_on_a_non_linear_model():
     # Tolerances are ~3 Monte Carlo standard errors. The target has var(u_y) ≈ 0.40,
     # var(u_x) ≈ 0.08. MALA: 200 chains x 50 draws, effective size >= 1000 (autocorrelation
@@ -130,6 +131,7 @@ def test_categorical_antecedent_mode_is_the_closest_noise_with_that_class():
     torch.testing.assert_close(bt["y"][0], 3.0 + bt["x"][0] + 0.5 * u["y"], atol=1e-5, rtol=0)
 
 
+@pytest.mark.filterwarnings("ignore::pyro_scm.infer.SamplerWarning")  # short chains: R-hat
 def test_categorical_antecedent_stochastic_and_its_warning():
     scm, f = _gumbel_factual(8)
     torch.manual_seed(2)
