@@ -72,7 +72,8 @@ def check_arguments(
     for name, value in (("num_samples", num_samples), ("num_chains", num_chains)):
         _int(name, value, 1)
     _int("warmup", warmup, 0)
-    _int("num_steps", num_steps, 1, MAX_LEAPFROG)
+    if num_steps is not None:
+        _int("num_steps", num_steps, 1, MAX_LEAPFROG)
     _int("max_tree_depth", max_tree_depth, 1, MAX_TREE_DEPTH)
     if max_iter is not None:
         _int("max_iter", max_iter, 1)

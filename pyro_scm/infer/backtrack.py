@@ -20,14 +20,25 @@ from ..errors import (
 from ..results import QueryResult
 from .arguments import check_arguments
 from .diagnostics import BacktrackingWarning, SamplerWarning, chain_diagnostics, check_sampler
+from .manifold import ConstrainedHMC, ConstrainedMALA, ManifoldTarget
 from .mode import solve_gradient, solve_linearized, supports_linearized
 from .reduced_form import ReducedForm
-from .stochastic import METHODS, Annealer, backtracking_model, run_mcmc, sigma_schedule
+from .stochastic import (
+    METHODS,
+    Annealer,
+    backtracking_model,
+    run_mcmc,
+    sample_kernel,
+    sigma_schedule,
+)
 
 __all__ = ["METHODS", "RELAXED_TOLERANCE", "BacktrackingWarning", "SamplerWarning", "backtrack"]
 
 SOLVERS = ("auto", "linearized", "adam", "lbfgs")
-ALL_METHODS = ("mode", *METHODS)
+CONSTRAINED = ("chmc", "cmala")
+ALL_METHODS = ("mode", "auto", *CONSTRAINED, *METHODS)
+FALLBACK = "hmc"
+"""The relaxed sampler ``method="auto"`` uses where the constrained samplers do not apply."""
 
 RELAXED_TOLERANCE = 5.0
 """Relaxed samplers meet the antecedent to within ``tol + RELAXED_TOLERANCE * sigma``."""
@@ -49,7 +60,7 @@ def backtrack(
     sigma: float = 1e-2,
     anneal: float | None = None,
     step_size: float | None = None,
-    num_steps: int = 10,
+    num_steps: int | None = None,
     max_tree_depth: int = 8,
     temperature: float = 0.1,
     max_iter: int | None = None,
@@ -88,7 +99,9 @@ def backtrack(
             over the first half of ``warmup`` (stochastic methods; None: no annealing).
         step_size: initial step size, > 0 (Langevin/MALA default 1e-3, HMC 0.1, NUTS 0.01;
             adapted during warmup except for unadjusted Langevin).
-        num_steps: leapfrog steps per draw of HMC, 1 to 1024 (each costs one gradient).
+        num_steps: leapfrog steps per draw of HMC (default 10) or RATTLE steps of constrained
+            HMC (default 3), 1 to 1024 (each costs one gradient, or one Jacobian and two
+            projections).
         max_tree_depth: NUTS tree depth cap, 1 to 10 (at most 2^depth − 1 leapfrog steps per
             draw).
         temperature: softmax temperature of relaxed categorical nodes.
@@ -151,6 +164,15 @@ def backtrack(
     units = next(iter(factual_t.values())).shape[0]
     target = _antecedent(antecedent, factual_t, specs, units, like)
     rf = ReducedForm(scm, factual_t, target, temperature=temperature)
+    if method in ("auto", *CONSTRAINED):
+        blocker = constrained_blocker(rf, distance, prior)
+        if blocker is not None and method != "auto":
+            raise ArgumentError(
+                f"method {method!r} does not apply here: {blocker}; use a relaxed sampler "
+                f"('hmc', 'mala', 'nuts', 'langevin') or method='auto'"
+            )
+        if method == "auto":
+            method = "chmc" if blocker is None else FALLBACK
 
     # -- mode ----------------------------------------------------------------------------
     sol = solve(rf, distance)
@@ -184,6 +206,18 @@ def backtrack(
 
     # -- stochastic ----------------------------------------------------------------------
     C, S = num_chains, num_samples
+    if method in CONSTRAINED:
+        manifold = ManifoldTarget(rf, distance, prior)
+        kind = ConstrainedHMC if method == "chmc" else ConstrainedMALA
+        extra = {"num_steps": num_steps or 3} if method == "chmc" else {}
+        kernel = kind(manifold, step_size=step_size or 0.3, tol=tol / 2, **extra)
+        init = {"z": sol.z.expand(C, *sol.z.shape).clone()}
+        draws, stats = sample_kernel(kernel, init, S, warmup, progress)
+        draws = rf.unpack(draws["z"])  # node -> (chains, draws, units, *e)
+        direct = [n for n in rf.nodes if n not in rf.free]
+        return _stochastic_result(
+            rf, distance, prior, method, draws, stats, direct, tol, None, kw, progress
+        )
     direct = [n for n in rf.nodes if n not in rf.free and _can_sample(distance, n, rf, prior)]
     sampled = [n for n in rf.nodes if n not in direct]
     annealer = None if anneal is None else Annealer(sigma_schedule(sigma, anneal, warmup))
@@ -191,7 +225,16 @@ def backtrack(
     mode_u = rf.full_noise(sol.z)
     init = {f"u_{n}": mode_u[n].expand(C, *mode_u[n].shape).clone() for n in sampled}
     draws, stats = run_mcmc(
-        model, method, init, S, warmup, step_size, num_steps, max_tree_depth, progress, annealer
+        model,
+        method,
+        init,
+        S,
+        warmup,
+        step_size,
+        num_steps or 10,
+        max_tree_depth,
+        progress,
+        annealer,
     )
     draws = {n: draws[f"u_{n}"] for n in sampled}  # (chains, draws, units, *e)
     within = tol + RELAXED_TOLERANCE * sigma
@@ -296,6 +339,25 @@ def _warn_missed(per_node, within: float, categorical, rf: ReducedForm) -> None:
             BacktrackingWarning,
             stacklevel=4,
         )
+
+
+def constrained_blocker(rf: ReducedForm, distance, prior: bool) -> str | None:
+    """Why the constrained samplers do not apply to this query, or None if they do."""
+    cats = [n for n in rf.free if n in rf.categorical]
+    if cats:
+        return (
+            f"categorical nodes {cats} are the antecedent or its ancestors (their constraint is "
+            f"relaxed, not a smooth manifold)"
+        )
+    if rf.dim <= rf.constraint_dim:
+        return (
+            f"the antecedent ({rf.constraint_dim} values) leaves no free direction in the "
+            f"{rf.dim} latents that can move it (the posterior is a point: use method='mode')"
+        )
+    missing = [n for n in rf.nodes if n not in rf.free and not _can_sample(distance, n, rf, prior)]
+    if missing:
+        return f"the distance cannot sample the latents of {missing} directly"
+    return None
 
 
 def _can_sample(distance, node: str, rf: ReducedForm, prior: bool) -> bool:

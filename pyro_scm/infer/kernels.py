@@ -205,8 +205,13 @@ class _BatchedKernel(MCMCKernel):
             return self.value_and_grad(params)
         return self._cache[1], self._cache[2]
 
+    pool_chains = False
+    """Adapt one step size per unit from the acceptance averaged over the chains (dim 0)."""
+
     def _adapt(self, accept_prob: Tensor) -> None:
         if self.adapt and self._t <= self._warmup_steps:
+            if self.pool_chains:
+                accept_prob = accept_prob.mean(0, keepdim=True).expand_as(accept_prob)
             log_eps, self._log_step_bar = adapt_log_step(
                 self.step_size.log(), self._log_step_bar, accept_prob, self.target_accept, self._t
             )

@@ -32,7 +32,7 @@ from ..distances import Distance
 from .kernels import HMCKernel, LangevinKernel
 from .reduced_form import ReducedForm
 
-__all__ = ["Annealer", "backtracking_model", "run_mcmc", "sigma_schedule"]
+__all__ = ["Annealer", "backtracking_model", "run_mcmc", "sample_kernel", "sigma_schedule"]
 
 METHODS = ("langevin", "mala", "hmc", "nuts")
 
@@ -134,6 +134,9 @@ class _Stats:
         if hasattr(kernel, "diverging"):
             acc, step = kernel.accept_prob, kernel.step_size
             div = kernel.diverging.to(self.like.dtype)
+            if hasattr(kernel, "projection_failure"):
+                fail = kernel.projection_failure.to(self.like.dtype)
+                self.rows.setdefault("projection_failure", []).append(fail)
         else:
             info = kernel.diagnostics()
             accepted = float(info["acceptance rate"]) * (i + 1)
@@ -168,8 +171,6 @@ def run_mcmc(
 
     ``annealer``: the σ holder the model reads, moved along its schedule during warmup.
     """
-    like = next(iter(init.values()))
-    batch = like.shape[:2]
     model = poutine.infer_config(model, lambda msg: {})  # a fresh callable per run
     model = InitMessenger(init_to_value(values=init))(model)
     if method in ("langevin", "mala"):
@@ -183,7 +184,21 @@ def run_mcmc(
         kernel = HMCKernel(model, step_size=step_size or 0.1, num_steps=num_steps, batch_ndims=2)
     else:
         kernel = NUTS(model, step_size=step_size or 0.01, max_tree_depth=max_tree_depth)
-    stats = _Stats(batch, like, annealer)
+    return sample_kernel(kernel, init, num_samples, warmup, progress, annealer)
+
+
+def sample_kernel(
+    kernel,
+    init: dict[str, Tensor],
+    num_samples: int,
+    warmup: int,
+    progress: bool,
+    annealer: Annealer | None = None,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Run ``kernel`` with ``pyro.infer.MCMC`` from ``init`` (sites ``(chains, units, *e)``):
+    sites ``(chains, draws, units, *e)``, stats ``(chains, draws, units)``."""
+    like = next(iter(init.values()))
+    stats = _Stats(like.shape[:2], like, annealer)
     mcmc = MCMC(
         kernel,
         num_samples=num_samples,
