@@ -30,7 +30,9 @@ import warnings
 import torch
 from pyro_scm.inference import _common
 
-SAMPLERS = ("langevin", "mala", "hmc", "nuts")
+import pyro_scm as ps
+
+SAMPLERS = ("langevin", "mala", "hmc", "nuts", "chmc", "cmala", "auto")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,16 +102,24 @@ def main(argv: list[str] | None = None) -> dict:
     # stochastic DeepBC redraws non-ancestor latents from P_B(u* | u_F) = N(u_F, I/2): without the
     # residual those are the VAE's latent code only, not 784 pixel noises
     scm.image.residual = False
-    sampled = scm.backtrack(
-        factual,
-        antecedent={"intensity": dim},
-        method=args.sampler,
-        num_samples=50 if quick else 100,
-        num_chains=2,
-        warmup=50 if quick else 100,
-        sigma=2.0,  # the antecedent's tolerance, in intensity units (0-255)
-        progress=progress,
-    )
+    with warnings.catch_warnings(record=True) as caught:  # reported in summary.md
+        warnings.simplefilter("always", ps.infer.BacktrackingWarning)
+        sampled = scm.backtrack(
+            factual,
+            antecedent={"intensity": dim},
+            method=args.sampler,
+            num_samples=50 if quick else 100,
+            num_chains=2,
+            warmup=50 if quick else 100,
+            sigma=2.0,  # the antecedent's tolerance, in intensity units (0-255)
+            progress=progress,
+        )
+    sampler_warnings = [
+        str(w.message) for w in caught if issubclass(w.category, ps.infer.BacktrackingWarning)
+    ]
+    for w in caught:
+        if not issubclass(w.category, ps.infer.BacktrackingWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     query_seconds = time.perf_counter() - start
     results = {
         "interventional": interventional,
@@ -194,6 +204,9 @@ def main(argv: list[str] | None = None) -> dict:
         "The interventional counterfactual keeps thickness (intensity's cause); backtracking",
         "explains the new intensity by changing thickness. See `counterfactuals.png`,",
         f"`scatter.png`, and `trace.png` (max R-hat {metrics['sampler max r_hat']:.2f}).",
+        "",
+        f"Sampler diagnostics ({args.sampler}): "
+        + ("; ".join(sampler_warnings) if sampler_warnings else "no warnings."),
         "",
         "Files: " + ", ".join(f"`{name}.nc`" for name in results) + ", `graph.png`, "
         "`interventional.png`, `counterfactuals.png`, `scatter.png`, `trace.png`, `history.csv`.",
