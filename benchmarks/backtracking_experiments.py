@@ -153,16 +153,18 @@ def step_cost(units: int, repeats: int) -> dict:
     rf = ReducedForm(scm, f, {"beard": f["beard"] + 1.0})
     sigma = 0.05
     model = backtracking_model(rf, SquaredL2(), rf.nodes, 1, sigma, False)
-    params = {f"u_{n}": rf.u_factual[n][None].clone() for n in rf.nodes}
+    params = {f"noise_{n}": rf.u_factual[n][None].clone() for n in rf.nodes}
     u_f = {n: rf.u_factual[n][None] for n in rf.nodes}
     target = f["beard"] + 1.0
 
     def hand() -> None:
         u = {n: v.detach().requires_grad_(True) for n, v in params.items()}
-        a, g = u["u_age"], u["u_gender"]
+        a, g = u["noise_age"], u["noise_gender"]
         soft = torch.softmax((torch.zeros(2) + g) / rf.temperature, -1)  # root logits 0
-        beard = 1.5 * soft[..., 1] + 0.6 * a + 0.5 * u["u_beard"]
-        logp = -sum((u[f"u_{n}"] - u_f[n]).square().reshape(1, units, -1).sum(-1) for n in rf.nodes)
+        beard = 1.5 * soft[..., 1] + 0.6 * a + 0.5 * u["noise_beard"]
+        logp = -sum(
+            (u[f"noise_{n}"] - u_f[n]).square().reshape(1, units, -1).sum(-1) for n in rf.nodes
+        )
         logp = logp - 0.5 * ((beard - target) / sigma).square()
         torch.autograd.grad(logp.sum(), list(u.values()))
 
@@ -171,10 +173,10 @@ def step_cost(units: int, repeats: int) -> dict:
     kernel.setup(0)
 
     def langevin_grad() -> None:
-        kernel._value_and_grad(params)
+        kernel.value_and_grad(params)
 
     def mala_step() -> None:
-        kernel._cache = None
+        kernel.clear_cache()
         kernel.sample(params)
 
     from pyro.infer.autoguide.initialization import InitMessenger, init_to_value

@@ -36,9 +36,9 @@ def check(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Name
 def diagnostics(label: str, result) -> list[str]:
     """The diagnostics of a query result in words, one markdown bullet each.
 
-    Reads ``sample_stats``: ``converged`` and ``violation`` (mode backtracking), ``r_hat`` and
-    ``ess_bulk`` (stochastic results, where the sampler reports them), ``accept_prob`` and
-    ``diverging``; and, for backtracking, how far the returned values miss the antecedent.
+    Reads ``sample_stats``: ``converged`` and ``violation`` (mode backtracking), ``accept_prob`` and
+    ``diverging``; ``diagnostics``: ``rhat_<node>`` and ``ess_bulk_<node>`` (stochastic results);
+    and, for backtracking, how far the returned values miss the antecedent.
     """
     stats = result.sample_stats
     out = []
@@ -48,6 +48,13 @@ def diagnostics(label: str, result) -> list[str]:
             f"{label}: {'converged' if bool(met.all()) else 'NOT converged'} — "
             f"{int(met.sum())} of {met.numel()} units met the antecedent within tolerance"
         )
+    diag = getattr(result, "diagnostics", {})
+    r_hats = [v for k, v in diag.items() if k.startswith("rhat_")]
+    ess = [v for k, v in diag.items() if k.startswith("ess_bulk_")]
+    if r_hats:
+        stats = {**stats, "r_hat": torch.stack([torch.as_tensor(v).max() for v in r_hats])}
+    if ess:
+        stats = {**stats, "ess_bulk": torch.stack([torch.as_tensor(v).min() for v in ess])}
     if "r_hat" in stats:
         r_hat = stats["r_hat"].max().item()
         verdict = "chains agree" if r_hat <= 1.05 else "chains disagree: not converged"

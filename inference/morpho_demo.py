@@ -33,7 +33,9 @@ import warnings
 import torch
 from pyro_scm.inference import _common
 
-SAMPLERS = ("langevin", "mala", "hmc", "nuts")
+import pyro_scm as ps
+
+SAMPLERS = ("langevin", "mala", "hmc", "nuts", "chmc", "cmala", "auto")
 IMAGE_CHOICES = ("vae", "vae+res", "hvae", "hvae+res", "diffusion")
 
 
@@ -147,16 +149,24 @@ def main(argv: list[str] | None = None) -> dict:
     # residual those are the VAE's latent code only, not 784 pixel noises
     if kind != "diffusion":
         scm.image.residual = False
-    sampled = scm.backtrack(
-        factual,
-        antecedent={"intensity": dim},
-        method=args.sampler,
-        num_samples=50 if quick else 100,
-        num_chains=2,
-        warmup=50 if quick else 100,
-        sigma=2.0,  # the antecedent's tolerance, in intensity units (0-255)
-        progress=progress,
-    )
+    with warnings.catch_warnings(record=True) as caught:  # reported in summary.md
+        warnings.simplefilter("always", ps.infer.BacktrackingWarning)
+        sampled = scm.backtrack(
+            factual,
+            antecedent={"intensity": dim},
+            method=args.sampler,
+            num_samples=50 if quick else 100,
+            num_chains=2,
+            warmup=50 if quick else 100,
+            sigma=2.0,  # the antecedent's tolerance, in intensity units (0-255)
+            progress=progress,
+        )
+    sampler_warnings = [
+        str(w.message) for w in caught if issubclass(w.category, ps.infer.BacktrackingWarning)
+    ]
+    for w in caught:
+        if not issubclass(w.category, ps.infer.BacktrackingWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     query_seconds = time.perf_counter() - start
     results = {
         "interventional": interventional,
@@ -254,6 +264,8 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         *_common.diagnostics("backtracking (mode)", mode),
         *_common.diagnostics(f"backtracking ({args.sampler})", sampled),
+        f"Sampler diagnostics ({args.sampler}): "
+        + ("; ".join(sampler_warnings) if sampler_warnings else "no warnings."),
         "",
         "Files: " + ", ".join(f"`{name}.nc`" for name in results) + ", `graph.png`, "
         "`interventional.png`, `counterfactuals.png`, `scatter.png`, `trace.png`, `history.csv`.",

@@ -32,8 +32,9 @@ class QueryResult(Mapping):
         sample_stats: sampler statistics ``(num_samples, units)`` (MCMC queries).
         categorical: categorical nodes -> number of classes (one-hot values).
         num_chains: number of chains the samples come from.
-
-    ``latents=`` (constructor) and ``.latents`` are a transitional alias of ``noise``.
+        diagnostics: per-unit sampler summaries ``(units,)`` of stochastic queries (R-hat and
+            bulk ESS per sampled node as ``rhat_<node>``, ``ess_bulk_<node>``; acceptance rate,
+            divergences, ...); in :meth:`to_arviz` they are attributes of the data.
     """
 
     values: dict[str, Tensor]
@@ -44,6 +45,7 @@ class QueryResult(Mapping):
     sample_stats: dict[str, Tensor] = field(default_factory=dict)
     categorical: dict[str, int] = field(default_factory=dict)
     num_chains: int = 1
+    diagnostics: dict[str, Tensor] = field(default_factory=dict)
 
     def __init__(
         self,
@@ -55,20 +57,15 @@ class QueryResult(Mapping):
         sample_stats: dict[str, Tensor] | None = None,
         categorical: dict[str, int] | None = None,
         num_chains: int = 1,
-        *,
-        latents: dict[str, Tensor] | None = None,
+        diagnostics: dict[str, Tensor] | None = None,
     ):
         self.values, self.kind, self.factual = values, kind, factual
         self.interventions = {} if interventions is None else interventions
-        self.noise = dict(noise or {}) | dict(latents or {})
+        self.noise = {} if noise is None else noise
         self.sample_stats = {} if sample_stats is None else sample_stats
         self.categorical = {} if categorical is None else categorical
         self.num_chains = num_chains
-
-    @property
-    def latents(self) -> dict[str, Tensor]:
-        """Transitional alias of :attr:`noise`."""
-        return self.noise
+        self.diagnostics = {} if diagnostics is None else diagnostics
 
     def __getitem__(self, node: str) -> Tensor:
         from .errors import UnknownNodeError
@@ -171,6 +168,7 @@ class QueryResult(Mapping):
             attrs["antecedent" if self.kind == "backtracking" else "interventions"] = _describe(
                 self.interventions
             )
+        attrs.update({k: _numpy(v) for k, v in self.diagnostics.items()})
         if "data" in inspect.signature(az.from_dict).parameters:  # arviz >= 1.0: a DataTree
             return az.from_dict(groups, dims=dims, coords=coords, attrs={"/": attrs})
         return az.from_dict(**groups, dims=dims, coords=coords, attrs=attrs)

@@ -34,8 +34,8 @@ def test_non_ancestor_latents_stay_at_the_factual(device):
     f = _factual(scm, 20, device)
     u_f = scm.abduct(f)
     bt = scm.backtrack(f, {"b": f["b"] + 0.5})
-    assert torch.equal(bt.latents["c"][0], u_f["c"]) and torch.equal(bt.latents["d"][0], u_f["d"])
-    assert not torch.allclose(bt.latents["a"][0], u_f["a"])  # the ancestor moves
+    assert torch.equal(bt.noise["c"][0], u_f["c"]) and torch.equal(bt.noise["d"][0], u_f["d"])
+    assert not torch.allclose(bt.noise["a"][0], u_f["a"])  # the ancestor moves
     torch.testing.assert_close(bt["b"][0], f["b"] + 0.5, atol=1e-4, rtol=0)
     assert bt.sample_stats["violation"].max() < 1e-4
     # c and d are recomputed downstream with their factual noise
@@ -62,9 +62,9 @@ def test_linear_mode_matches_the_closed_form(device):
     a = torch.tensor([A, B], device=device)
     u_f = torch.stack([u["x"], u["y"]], -1)
     expected = u_f + (y_star - u_f @ a)[:, None] * a / a.square().sum()
-    torch.testing.assert_close(bt.latents["x"][0], expected[:, 0], atol=1e-4, rtol=0)
-    torch.testing.assert_close(bt.latents["y"][0], expected[:, 1], atol=1e-4, rtol=0)
-    assert torch.equal(bt.latents["z"][0], u["z"])
+    torch.testing.assert_close(bt.noise["x"][0], expected[:, 0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(bt.noise["y"][0], expected[:, 1], atol=1e-4, rtol=0)
+    assert torch.equal(bt.noise["z"][0], u["z"])
     assert bt.sample_stats["iterations"].max() <= 3  # linear: one exact step, one to confirm
 
 
@@ -74,7 +74,7 @@ def test_weighted_distance_moves_the_cheaper_latent(device):
     u = scm.abduct(f)
     stiff_x = scm.backtrack(f, {"y": 2.0}, distance=distances.SquaredL2(weights={"x": 100.0}))
     free_x = scm.backtrack(f, {"y": 2.0})
-    move = lambda bt: (bt.latents["x"][0] - u["x"]).abs().mean()  # noqa: E731
+    move = lambda bt: (bt.noise["x"][0] - u["x"]).abs().mean()  # noqa: E731
     # Δu ∝ W⁻¹ a: Δx = (A/100) r / (A²/100 + B²) against A r / (A² + B²)
     ratio = (A / 100 / (A**2 / 100 + B**2)) / (A / (A**2 + B**2))
     assert abs(move(stiff_x) / move(free_x) - ratio) < 1e-3
@@ -93,6 +93,11 @@ def _gaussian_closed_form(u_x, u_y, y_star, sigma, prior):
 FACT = {"x": [0.3], "y": [0.2], "z": [-0.1]}
 
 
+# Many short chains from the mode: each chain mixes slowly along the constraint (R-hat > 1.05
+# is reported as a SamplerWarning) while the ensemble of chains matches the closed form.
+# Unadjusted Langevin is biased: a few of its 12000 draws miss y* by > 5σ (reported).
+@pytest.mark.filterwarnings("ignore::pyro_scm.infer.SamplerWarning")
+@pytest.mark.filterwarnings("ignore:.*misses the antecedent by more than")
 @pytest.mark.parametrize("prior", [False, True])
 @pytest.mark.parametrize("method", ["mala", "langevin"])
 def test_langevin_samples_match_the_linear_gaussian_closed_form(method, prior):
@@ -113,7 +118,7 @@ def test_langevin_samples_match_the_linear_gaussian_closed_form(method, prior):
         **kw,
     )
     assert bt.num_samples == 12000 and bt.num_chains == 300
-    draws = torch.stack([bt.latents["x"][:, 0], bt.latents["y"][:, 0]], -1)
+    draws = torch.stack([bt.noise["x"][:, 0], bt.noise["y"][:, 0]], -1)
     mean, cov = _gaussian_closed_form(u["x"].item(), u["y"].item(), 1.2, sigma, prior)
     torch.testing.assert_close(draws.mean(0), mean, atol=0.05, rtol=0)
     torch.testing.assert_close(torch.cov(draws.T), cov, atol=0.04, rtol=0)
@@ -123,9 +128,9 @@ def test_langevin_samples_match_the_linear_gaussian_closed_form(method, prior):
     torch.testing.assert_close(torch.cov(draws.T), cov0, atol=0.05, rtol=0)
     # the non-ancestor latent is drawn from P_B directly: N(u_F, ½) (times the prior)
     var_z = 1 / 3 if prior else 1 / 2
-    assert abs(bt.latents["z"].var().item() - var_z) < 0.03
+    assert abs(bt.noise["z"].var().item() - var_z) < 0.03
     # values are F(u*): z follows its equation with the sampled noise
-    z = -0.8 * bt["y"] + 0.7 * bt["x"] + 0.3 * bt.latents["z"]
+    z = -0.8 * bt["y"] + 0.7 * bt["x"] + 0.3 * bt.noise["z"]
     torch.testing.assert_close(bt["z"], z)
     if method == "mala":
         assert 0.4 < bt.sample_stats["accept_prob"].mean() < 0.75
@@ -144,7 +149,7 @@ def test_nuts_matches_the_closed_form_and_goes_to_arviz():
         num_samples=150,
         warmup=75,
     )
-    draws = torch.stack([bt.latents["x"][:, 0], bt.latents["y"][:, 0]], -1)
+    draws = torch.stack([bt.noise["x"][:, 0], bt.noise["y"][:, 0]], -1)
     mean, cov = _gaussian_closed_form(u["x"].item(), u["y"].item(), 1.2, 0.2, False)
     torch.testing.assert_close(draws.mean(0), mean, atol=0.12, rtol=0)
     torch.testing.assert_close(torch.cov(draws.T), cov, atol=0.08, rtol=0)
@@ -178,7 +183,7 @@ def test_sparse_moves_at_most_k_nodes_and_l1_and_callable_distances(device):
     target = {"c": f["c"] + 0.4}
     bt = scm.backtrack(f, target, sparse=1)
     moved = torch.stack(
-        [(bt.latents[n][0] - u[n]).reshape(8, -1).abs().amax(-1) > 1e-6 for n in "abc"], -1
+        [(bt.noise[n][0] - u[n]).reshape(8, -1).abs().amax(-1) > 1e-6 for n in "abc"], -1
     )
     assert torch.all(moved.sum(-1) <= 1)
     torch.testing.assert_close(bt["c"][0], target["c"], atol=1e-4, rtol=0)
@@ -210,7 +215,7 @@ def test_errors():
         scm.backtrack(f, {"y": float("nan")})
     with pytest.raises(ps.errors.NonFiniteError, match="'x'"):
         scm.backtrack({**f, "x": f["x"] * float("nan")}, {"y": 0.0})
-    with pytest.raises(ValueError, match="unknown backtracking method"):
+    with pytest.raises(ps.errors.ArgumentError, match="unknown backtracking method"):
         scm.backtrack(f, {"y": 0.0}, method="gibbs")
     with pytest.raises(ValueError, match="unknown solver"):
         scm.backtrack(f, {"y": 0.0}, solver="sgd")
@@ -230,7 +235,7 @@ def test_callable_antecedent_and_result_layout(device):
     bt = scm.backtrack(f, {"y": lambda y: y + 1.0})
     torch.testing.assert_close(bt["y"][0], f["y"] + 1.0, atol=1e-4, rtol=0)
     torch.testing.assert_close(bt.interventions["y"], f["y"] + 1.0)
-    assert bt.latents["x"].shape == (1, 7) and bt.sample_stats["iterations"].shape == (1, 7)
+    assert bt.noise["x"].shape == (1, 7) and bt.sample_stats["iterations"].shape == (1, 7)
     assert bt.factual["y"].device.type == torch.device(device).type
 
 

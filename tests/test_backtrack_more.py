@@ -49,9 +49,10 @@ def _quadrature(u_x: float, u_y: float) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _draws(bt) -> torch.Tensor:
-    return torch.stack([bt.latents["x"][:, 0], bt.latents["y"][:, 0]], -1)
+    return torch.stack([bt.noise["x"][:, 0], bt.noise["y"][:, 0]], -1)
 
 
+@pytest.mark.filterwarnings("ignore::pyro_scm.infer.SamplerWarning")  # short chains: R-hat
 def test_mala_and_nuts_agree_on_a_non_linear_model():
     # Tolerances are ~3 Monte Carlo standard errors. The target has var(u_y) ≈ 0.40,
     # var(u_x) ≈ 0.08. MALA: 200 chains x 50 draws, effective size >= 1000 (autocorrelation
@@ -123,13 +124,14 @@ def test_categorical_antecedent_mode_is_the_closest_noise_with_that_class():
     stay = gap >= 0.1
     assert 0 < int(stay.sum()) < 20 and bool((gap < 0).any())
     expected = torch.where(stay[:, None], u_f, u_f + (0.1 - gap)[:, None] * a / 6)
-    got = torch.cat([bt.latents["x"][0][:, None], bt.latents["c"][0]], -1)
+    got = torch.cat([bt.noise["x"][0][:, None], bt.noise["c"][0]], -1)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
     # y's noise is not an ancestor's: it stays, and y follows the new class and x
-    torch.testing.assert_close(bt.latents["y"][0], u["y"])
+    torch.testing.assert_close(bt.noise["y"][0], u["y"])
     torch.testing.assert_close(bt["y"][0], 3.0 + bt["x"][0] + 0.5 * u["y"], atol=1e-5, rtol=0)
 
 
+@pytest.mark.filterwarnings("ignore::pyro_scm.infer.SamplerWarning")  # short chains: R-hat
 def test_categorical_antecedent_stochastic_and_its_warning():
     scm, f = _gumbel_factual(8)
     torch.manual_seed(2)
@@ -165,7 +167,7 @@ def test_annealed_sampling_ends_at_sigma_and_matches_the_closed_form(method):
     chains = 200 if method == "mala" else 50
     annealer = Annealer(sigma_schedule(0.1, 1.0, 100))
     model = backtracking_model(rf, SquaredL2(), ["x", "y"], chains, annealer, prior=False)
-    init = {f"u_{n}": rf.u_factual[n].expand(chains, 1).clone() for n in ("x", "y")}
+    init = {f"noise_{n}": rf.u_factual[n].expand(chains, 1).clone() for n in ("x", "y")}
     kw = {"step_size": 0.01 if method == "mala" else None}
     samples, _ = run_mcmc(
         model,
@@ -182,7 +184,7 @@ def test_annealed_sampling_ends_at_sigma_and_matches_the_closed_form(method):
     h = annealer.history
     assert h[0] == 1.0 and h[-1] == 0.1 and len(h) == 101
     assert all(b <= a for a, b in itertools.pairwise(h))
-    draws = torch.stack([samples["u_x"].reshape(-1), samples["u_y"].reshape(-1)], -1)
+    draws = torch.stack([samples["noise_x"].reshape(-1), samples["noise_y"].reshape(-1)], -1)
     # the closed form at the final σ (test_backtrack.py): N(u_F, ½ I) | 1.5 u_x + 0.5 u_y = 1.2
     u_f = torch.cat([rf.u_factual["x"], rf.u_factual["y"]])
     a = torch.tensor([1.5, 0.5])
@@ -223,10 +225,10 @@ def test_mode_backtracking_through_a_vae_image_mechanism():
     # antecedent on a scalar parent of the image: the image's latent stays, its parents move
     bt = scm.backtrack(f, {"i": f["i"] + 1.0})
     torch.testing.assert_close(bt["i"][0], f["i"] + 1.0, atol=1e-4, rtol=0)
-    torch.testing.assert_close(bt.latents["image"][0], u["image"])
+    torch.testing.assert_close(bt.noise["image"][0], u["image"])
     # linear: Δu = a r / ‖a‖², a = (2, 0.5), r = 1
     torch.testing.assert_close(
-        bt.latents["t"][0] - u["t"], torch.full((6,), 2 / 4.25), atol=1e-4, rtol=0
+        bt.noise["t"][0] - u["t"], torch.full((6,), 2 / 4.25), atol=1e-4, rtol=0
     )
     with torch.no_grad():
         image = scm.image(bt["t"][0], bt["i"][0]).generate(u["image"])
@@ -236,5 +238,5 @@ def test_mode_backtracking_through_a_vae_image_mechanism():
     bt = scm.backtrack(f, {"b": f["b"] + 0.05})
     assert torch.all(bt.sample_stats["converged"] == 1)
     torch.testing.assert_close(bt["b"][0], f["b"] + 0.05, atol=1e-4, rtol=0)
-    moved = (bt.latents["image"][0] - u["image"]).abs().amax(-1)
+    moved = (bt.noise["image"][0] - u["image"]).abs().amax(-1)
     assert torch.all(moved > 1e-4) and math.isfinite(moved.sum().item())

@@ -29,10 +29,13 @@ from pyro_scm.infer import BacktrackingWarning
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# Lightning's own advice (worker counts, small logging intervals) is not under test here.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore::lightning.fabric.utilities.warnings.PossibleUserWarning"
-)
+# Lightning's own advice (worker counts, small logging intervals) is not under test here; the
+# sharded backtracking checks use tiny MALA runs (equality with the one-process answer, not
+# convergence), whose R-hat and ESS rightly warn.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::lightning.fabric.utilities.warnings.PossibleUserWarning"),
+    pytest.mark.filterwarnings("ignore::pyro_scm.infer.diagnostics.SamplerWarning"),
+]
 
 FIT = {"epochs": 10, "batch_size": 128, "lr": 2e-2, "patience": 10, "seed": 0}
 
@@ -77,11 +80,14 @@ def _free_port() -> int:
 
 def _equal(a: ps.QueryResult, b: ps.QueryResult) -> None:
     assert a.kind == b.kind and a.num_chains == b.num_chains
-    for group in ("values", "latents", "sample_stats", "factual"):
+    for group in ("values", "noise", "sample_stats", "diagnostics", "factual"):
         x, y = getattr(a, group) or {}, getattr(b, group) or {}
         assert x.keys() == y.keys(), group
         for k in x:
-            assert torch.equal(x[k], y[k]), (group, k)
+            assert torch.equal(x[k], y[k]) or (
+                torch.equal(x[k].isnan(), y[k].isnan())
+                and (torch.equal(x[k].nan_to_num(), y[k].nan_to_num()))
+            ), (group, k)
 
 
 # -- training -------------------------------------------------------------------------------

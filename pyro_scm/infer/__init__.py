@@ -7,8 +7,8 @@
 - :func:`backtracking_model`: the Pyro model of stochastic DeepBC.
 """
 
-from .backtrack import BacktrackingWarning, backtrack
-from .kernels import MALA, LangevinKernel
+from .backtrack import BacktrackingWarning, SamplerWarning, backtrack
+from .kernels import MALA, HMCKernel, LangevinKernel
 from .mode import ModeSolution, solve_gradient, solve_linearized
 from .reduced_form import ReducedForm, Relax, RelaxedGumbelMax
 from .stochastic import backtracking_model
@@ -16,11 +16,13 @@ from .stochastic import backtracking_model
 __all__ = [
     "MALA",
     "BacktrackingWarning",
+    "HMCKernel",
     "LangevinKernel",
     "ModeSolution",
     "ReducedForm",
     "Relax",
     "RelaxedGumbelMax",
+    "SamplerWarning",
     "backtrack",
     "backtracking_model",
     "solve_gradient",

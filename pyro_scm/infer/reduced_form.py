@@ -203,13 +203,21 @@ class ReducedForm:
         return self.antecedent_residual(self.full_noise(z, rest), z.shape[:-1])
 
     def jacobian(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-unit residual ``(units, M)`` and Jacobian ``(units, M, D)`` at ``z`` ``(units, D)``.
+        """Per-unit residual ``(*batch, units, M)`` and Jacobian ``(*batch, units, M, D)`` at
+        ``z`` ``(*batch, units, D)`` (e.g. ``batch`` = chains).
 
-        Computed by ``vmap`` over units of ``jacrev`` (or ``jacfwd`` when M > D) of a one-unit
-        function; latents of non-free nodes stay at the factual.
+        Computed by ``vmap`` over every unit (of every batch element) of ``jacrev`` (or
+        ``jacfwd`` when M > D) of a one-unit function; latents of non-free nodes stay at the
+        factual.
         """
-        fixed = {n: self.u_factual[n] for n in self.nodes if n not in self.free}
-        target = {n: self.target[n] for n in self.antecedent}
+        batch = z.shape[:-2]
+        n = math.prod(batch)
+
+        def flat(v: Tensor) -> Tensor:
+            return v.expand(*batch, *v.shape).reshape(n * v.shape[0], *v.shape[1:])
+
+        fixed = {k: flat(self.u_factual[k]) for k in self.nodes if k not in self.free}
+        target = {k: flat(self.target[k]) for k in self.antecedent}
 
         def one(z_unit: Tensor, fixed_unit: dict, target_unit: dict):
             noise = {k: v.unsqueeze(0) for k, v in fixed_unit.items()}
@@ -218,5 +226,5 @@ class ReducedForm:
             return r, r
 
         jac = jacrev if self.constraint_dim <= self.dim else jacfwd
-        J, r = vmap(jac(one, has_aux=True))(z, fixed, target)
-        return r, J
+        J, r = vmap(jac(one, has_aux=True))(z.reshape(-1, z.shape[-1]), fixed, target)
+        return r.reshape(*z.shape[:-1], -1), J.reshape(*z.shape[:-1], *J.shape[1:])

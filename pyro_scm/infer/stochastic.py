@@ -1,14 +1,17 @@
 """Stochastic DeepBC: sample u* ∝ P_B(u* | u_F) [p(u*)] N(x*_A; F_A(u*), σ²) with Pyro's MCMC.
 
-:func:`backtracking_model` writes the target as a Pyro model: one sample site ``u_<node>`` per
+:func:`backtracking_model` writes the target as a Pyro model: one sample site ``noise_<node>`` per
 sampled latent (an improper flat site, or the exogenous prior when ``prior=True``), a
 ``pyro.factor`` with −Σ λ_k d_k(u*_k, u_F,k), and the antecedent as a narrow Gaussian
 observation, the relaxation of the paper's δ(F_A(u*) = x*_A). Chains and units are the two
 leading batch dimensions of every site; the density factorises over them.
 
 :func:`run_mcmc` runs it with :class:`~pyro_scm.infer.kernels.LangevinKernel` (unadjusted or
-MALA, per-element acceptance) or Pyro's HMC / NUTS (one joint trajectory over all chains and
-units, valid because the joint target is the product), started at the mode.
+MALA) or :class:`~pyro_scm.infer.kernels.HMCKernel` (exactly ``num_steps`` leapfrog steps per
+draw), which accept and adapt their step size per chain and unit, or with Pyro's NUTS (one joint
+trajectory over all chains and units, valid because the joint target is the product; at most
+2^``max_tree_depth`` − 1 leapfrog steps per draw), started at the mode. Statistics are read
+through public kernel attributes and ``diagnostics()`` only.
 """
 
 from __future__ import annotations
@@ -21,15 +24,15 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions import constraints
-from pyro.infer import HMC, MCMC, NUTS
+from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_value
 from torch import Tensor
 
 from ..distances import Distance
-from .kernels import LangevinKernel
+from .kernels import HMCKernel, LangevinKernel
 from .reduced_form import ReducedForm
 
-__all__ = ["Annealer", "backtracking_model", "run_mcmc", "sigma_schedule"]
+__all__ = ["Annealer", "backtracking_model", "run_mcmc", "sample_kernel", "sigma_schedule"]
 
 METHODS = ("langevin", "mala", "hmc", "nuts")
 
@@ -49,7 +52,7 @@ def backtracking_model(
     sigma: float | Callable[[], float],
     prior: bool,
 ):
-    """The Pyro model over the latents of ``nodes``, sites ``u_<node>`` ``(chains, units, *e)``.
+    """The Pyro model over the latents of ``nodes``, sites ``noise_<node>`` ``(chains, units, *e)``.
 
     ``sigma`` is the antecedent likelihood's scale, or a callable read at every run (annealing).
     """
@@ -64,7 +67,7 @@ def backtracking_model(
                 site = _noise_prior(rf, n, batch, like)
             else:
                 site = dist.ImproperUniform(constraints.real, batch, rf.noise_shapes[n])
-            u[n] = pyro.sample(f"u_{n}", site)
+            u[n] = pyro.sample(f"noise_{n}", site)
         u_f = {n: rf.u_factual[n].expand(num_chains, *rf.u_factual[n].shape) for n in nodes}
         pyro.factor("backtracking", -distance.total(u, u_f, dims))
         noise = {n: rf.u_factual[n].expand(num_chains, *rf.u_factual[n].shape) for n in rf.nodes}
@@ -105,20 +108,22 @@ class Annealer:
         new = self.schedule(i + 1)
         if new != self.value:
             self.value = new
-            if isinstance(kernel, LangevinKernel):
-                kernel._cache = None
-            else:
-                kernel.clear_cache()
+            kernel.clear_cache()
         self.history.append(self.value)
 
 
 class _Stats:
-    """A ``hook_fn`` recording per-draw sampler statistics ``(chains, units)``."""
+    """A ``hook_fn`` recording per-draw sampler statistics ``(chains, units)``.
+
+    Batched kernels expose ``accept_prob``, ``step_size`` and ``diverging`` per element; for
+    Pyro's NUTS the acceptance (0/1: the draw moved) and divergences come from the public
+    ``kernel.diagnostics()`` (running totals, differenced per draw) and apply to every element.
+    """
 
     def __init__(self, batch: torch.Size, like: Tensor, annealer: Annealer | None = None):
         self.batch, self.like, self.annealer = batch, like, annealer
         self.rows: dict[str, list[Tensor]] = {"accept_prob": [], "step_size": [], "diverging": []}
-        self._mean, self._div = 0.0, 0
+        self._accepted, self._div = 0.0, 0
 
     def __call__(self, kernel, params, stage: str, i: int) -> None:
         if self.annealer is not None:
@@ -126,21 +131,24 @@ class _Stats:
         if not stage.startswith("Sample"):
             return
         full = dict(dtype=self.like.dtype, device=self.like.device)
-        if isinstance(kernel, LangevinKernel):
+        if hasattr(kernel, "diverging"):
             acc, step = kernel.accept_prob, kernel.step_size
-            div = torch.zeros(self.batch, **full)
+            div = kernel.diverging.to(self.like.dtype)
+            if hasattr(kernel, "projection_failure"):
+                fail = kernel.projection_failure.to(self.like.dtype)
+                self.rows.setdefault("projection_failure", []).append(fail)
         else:
-            n = i + 1
-            a = kernel._mean_accept_prob * n - self._mean * (n - 1)
-            self._mean = kernel._mean_accept_prob
+            info = kernel.diagnostics()
+            accepted = float(info["acceptance rate"]) * (i + 1)
+            a, self._accepted = accepted - self._accepted, accepted
             acc = torch.full(self.batch, min(max(a, 0.0), 1.0), **full)
             step = torch.full(self.batch, float(kernel.step_size), **full)
-            diverged = len(kernel._divergences) > self._div
-            self._div = len(kernel._divergences)
-            div = torch.full(self.batch, float(diverged), **full)
+            count = len(info["divergences"])
+            div = torch.full(self.batch, float(count > self._div), **full)
+            self._div = count
         self.rows["accept_prob"].append(acc.expand(self.batch).clone())
         self.rows["step_size"].append(step.expand(self.batch).clone())
-        self.rows["diverging"].append(div)
+        self.rows["diverging"].append(div.expand(self.batch).clone())
 
     def stacked(self) -> dict[str, Tensor]:
         """stat -> ``(chains, draws, units)``."""
@@ -163,8 +171,6 @@ def run_mcmc(
 
     ``annealer``: the σ holder the model reads, moved along its schedule during warmup.
     """
-    like = next(iter(init.values()))
-    batch = like.shape[:2]
     model = poutine.infer_config(model, lambda msg: {})  # a fresh callable per run
     model = InitMessenger(init_to_value(values=init))(model)
     if method in ("langevin", "mala"):
@@ -175,10 +181,24 @@ def run_mcmc(
             batch_ndims=2,
         )
     elif method == "hmc":
-        kernel = HMC(model, step_size=step_size or 0.01, num_steps=num_steps, adapt_step_size=True)
+        kernel = HMCKernel(model, step_size=step_size or 0.1, num_steps=num_steps, batch_ndims=2)
     else:
         kernel = NUTS(model, step_size=step_size or 0.01, max_tree_depth=max_tree_depth)
-    stats = _Stats(batch, like, annealer)
+    return sample_kernel(kernel, init, num_samples, warmup, progress, annealer)
+
+
+def sample_kernel(
+    kernel,
+    init: dict[str, Tensor],
+    num_samples: int,
+    warmup: int,
+    progress: bool,
+    annealer: Annealer | None = None,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Run ``kernel`` with ``pyro.infer.MCMC`` from ``init`` (sites ``(chains, units, *e)``):
+    sites ``(chains, draws, units, *e)``, stats ``(chains, draws, units)``."""
+    like = next(iter(init.values()))
+    stats = _Stats(like.shape[:2], like, annealer)
     mcmc = MCMC(
         kernel,
         num_samples=num_samples,
