@@ -29,6 +29,10 @@ class QueryResult(Mapping):
             callable intervention.
         latents: node -> exogenous noise ``(num_samples, units, *noise_event)``.
         sample_stats: sampler statistics ``(num_samples, units)`` (MCMC queries).
+        diagnostics: per-unit checks of the answer ``(num_samples, units)``, e.g. the
+            extrapolation p-values ``extrapolation_<node>`` and flag ``extrapolated`` of a
+            counterfactual (:mod:`pyro_scm.extrapolation`); columns of :meth:`to_pandas` and
+            variables of the arviz ``sample_stats`` group.
         categorical: categorical nodes -> number of classes (one-hot values).
         num_chains: number of chains the samples come from.
     """
@@ -39,6 +43,7 @@ class QueryResult(Mapping):
     interventions: dict[str, object] = field(default_factory=dict)
     latents: dict[str, Tensor] = field(default_factory=dict)
     sample_stats: dict[str, Tensor] = field(default_factory=dict)
+    diagnostics: dict[str, Tensor] = field(default_factory=dict)
     categorical: dict[str, int] = field(default_factory=dict)
     num_chains: int = 1
 
@@ -89,7 +94,8 @@ class QueryResult(Mapping):
         """A long table: one row per (sample, unit), a column per scalar node.
 
         Vector nodes give columns ``node[0]``, ``node[1]``, ...; categorical nodes one column of
-        class indices. Columns ``chain`` (with several chains), ``draw`` and ``unit`` come first.
+        class indices. Columns ``chain`` (with several chains), ``draw`` and ``unit`` come first;
+        the :attr:`diagnostics` (e.g. ``extrapolated``) come last.
         """
         s, n = self.num_samples, self.num_units
         draws = s // self.num_chains
@@ -103,6 +109,7 @@ class QueryResult(Mapping):
         columns = _columns(
             {k: v.reshape(s * n, *v.shape[2:]) for k, v in self.values.items()}, self.categorical
         )
+        columns.update({k: _numpy(v.reshape(s * n)) for k, v in self.diagnostics.items()})
         return pd.DataFrame({**index, **columns})
 
     def to_arviz(self):
@@ -110,7 +117,8 @@ class QueryResult(Mapping):
 
         Groups: ``posterior`` (dims chain, draw, unit, ``<node>_dim_i``), ``observed_data``
         (the factual), ``constant_data`` (the interventions, as ``do_<node>``), ``sample_stats``
-        where a sampler gave them; the exogenous noise is in the posterior as ``u_<node>``.
+        where a sampler gave them or the answer has :attr:`diagnostics`; the exogenous noise is in
+        the posterior as ``u_<node>``.
         """
         import arviz as az
 
@@ -130,8 +138,9 @@ class QueryResult(Mapping):
         }
         if constant:
             groups["constant_data"] = constant
-        if self.sample_stats:
-            groups["sample_stats"] = {k: self._chains(v) for k, v in self.sample_stats.items()}
+        stats = {**self.sample_stats, **self.diagnostics}
+        if stats:
+            groups["sample_stats"] = {k: self._chains(v) for k, v in stats.items()}
         coords = {"unit": np.arange(self.num_units)}
         attrs = {"query": self.kind}
         if self.interventions:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from . import graph as g
 from .data import NodeSpec, broadcast_intervention, to_node_tensors
 from .errors import InterventionError, UnknownNodeError
+from .extrapolation import SupportStatistics, check_counterfactual
 from .handlers import Abduct, ReplayNoise, Shift, as_mechanism
 from .results import QueryResult
 
@@ -57,6 +58,10 @@ class SCM(nn.Module):
         >>> cf["y"]
         tensor([[0.5000]])
     """
+
+    def __init__(self):
+        super().__init__()
+        self.parent_support = SupportStatistics()  # filled at fit time; see extrapolation
 
     def model(self) -> None:
         """The program: one ``pyro.sample`` per node, each from a mechanism of its parents."""
@@ -220,7 +225,7 @@ class SCM(nn.Module):
         values, latents = (
             {k: torch.cat([p[j][k] for p in parts], dim=1) for k in parts[0][j]} for j in (0, 1)
         )
-        return QueryResult(
+        result = QueryResult(
             values=values,
             kind="counterfactual",
             factual=factual_t,
@@ -228,6 +233,8 @@ class SCM(nn.Module):
             latents=latents,
             categorical=_categorical(specs),
         )
+        check_counterfactual(self, result)  # extrapolation scores and warnings
+        return result
 
     def _counterfactual_chunk(
         self,
@@ -288,7 +295,7 @@ class SCM(nn.Module):
         return load(self, path)
 
     @classmethod
-    def from_graph(cls, graph: nx.DiGraph, data: object, mechanism: object = "nsf", **kwargs):
+    def from_graph(cls, graph: nx.DiGraph, data: object, mechanism: object = "auto", **kwargs):
         """Build an SCM over a declared graph; see :func:`pyro_scm.builders.from_graph`."""
         from .builders import from_graph
 
