@@ -353,6 +353,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--seeds", type=int, help="run only the first N seeds of the mode")
     parser.add_argument(
+        "--first-seed", type=int, default=0, help="with --seeds: start at this seed"
+    )
+    parser.add_argument(
         "--methods",
         help=f"comma-separated subset of {', '.join(METHOD_KEYS.values())} (chirho needs nsf)",
     )
@@ -365,7 +368,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.seeds is not None:
         if args.seeds < 1:
             parser.error("--seeds must be at least 1")
-        config["seeds"] = list(range(args.seeds))
+        config["seeds"] = list(range(args.first_seed, args.first_seed + args.seeds))
     narrowed = bool(args.scm or args.seeds is not None or args.methods)
     only = None
     if args.methods:

@@ -4,7 +4,7 @@ Write an SCM as a Pyro program over neural mechanisms; ask it observational, int
 and counterfactual queries; analyse the answers in arviz and pandas.
 """
 
-from . import distances, errors, infer
+from . import distances, errors, extrapolation, infer, selection
 from .builders import GraphSCM, from_graph
 from .graph import plot_graph
 from .mechanisms import (
@@ -19,6 +19,7 @@ from .mechanisms import (
 from .plotting import plot_image_grid, plot_scatter
 from .results import QueryResult
 from .scm import SCM, Intervened
+from .selection import select_mechanisms
 
 __version__ = "0.1.0"
 
@@ -37,9 +38,12 @@ __all__ = [
     "__version__",
     "distances",
     "errors",
+    "extrapolation",
     "from_graph",
     "infer",
     "plot_graph",
     "plot_image_grid",
     "plot_scatter",
+    "select_mechanisms",
+    "selection",
 ]

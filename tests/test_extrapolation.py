@@ -1,4 +1,4 @@
-"""Extrapolation diagnostics: calibrated p-values, flags on off-support counterfactuals, warnings."""
+"""Extrapolation diagnostics: calibrated p-values, flags off the support, warnings."""
 
 import warnings
 

@@ -1,4 +1,4 @@
-"""Per-node mechanism selection: the right model class wins, choices are recorded, bad input fails."""
+"""Per-node mechanism selection: the right class wins, choices are recorded, bad input fails."""
 
 import networkx as nx
 import pandas as pd
