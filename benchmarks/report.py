@@ -166,7 +166,10 @@ def published_table(keys: list[tuple[str, str]]) -> str:
 
 def _seeds(result: dict) -> str:
     """The seeds, and the SCMs run with fewer of them when slices differ."""
-    counts = {f"{r['scm']}[{r['variant']}]": r["seeds"] for r in result["dcm"]}
+    counts = {
+        f"{r['scm']}[{r['variant']}]" + (f" {r['method']}" if "method" in r else ""): r["seeds"]
+        for r in result["dcm"]
+    }
     most = max(counts.values(), default=0)
     fewer = [f"{k}: {n}" for k, n in counts.items() if n < most]
     return str(result["seeds"]) + (f" (fewer seeds on {', '.join(fewer)})" if fewer else "")

@@ -52,6 +52,7 @@ def test_first_column_variant_differs_from_all_descendants():
     assert result["per_node"]["x2"]["cf_all"] == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::pyro_scm.extrapolation.ExtrapolationWarning")  # 200 units
 def test_hand_written_counterfactual_matches_pyro_scm():
     syn = ladder10()
     scm = learned_scm(syn, syn.sample(200, seed=0), "nsf", hidden=(8,), transforms=1)
