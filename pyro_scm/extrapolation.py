@@ -34,7 +34,6 @@ from torch import Tensor, nn
 
 from . import graph as g
 from .handlers import as_mechanism
-from .mechanisms.base import flatten_parents
 
 __all__ = [
     "ALPHA",
@@ -197,15 +196,32 @@ def _support(scm) -> SupportStatistics:
     return support
 
 
+def parent_context(parents: Sequence, batch_ndim: int) -> Tensor | None:
+    """The parents a mechanism receives, flattened per unit: ``(*batch, d)`` (None: no parents).
+
+    ``batch_ndim``: the number of batch dimensions (those of the node's value), so that vector
+    parents keep their features whatever their shapes.
+    """
+    tensors = [torch.as_tensor(p) for p in parents]
+    tensors = [p for p in tensors if p.dim() >= batch_ndim]
+    if not tensors:
+        return None
+    batch = torch.broadcast_shapes(*(p.shape[:batch_ndim] for p in tensors))
+    flat = [p.reshape(*p.shape[:batch_ndim], -1) for p in tensors]
+    return torch.cat([f.expand(*batch, f.shape[-1]) for f in flat], dim=-1)
+
+
 def _contexts(scm, values: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Node -> the flattened parents its mechanism receives on ``values`` ``(*batch, d)``."""
     with poutine.trace() as tracer, poutine.condition(data=dict(values)):
         scm.model()
+    specs = scm.specs
     out = {}
     for name, site in tracer.trace.nodes.items():
-        if site["type"] != "sample" or name not in values:
+        if site["type"] != "sample" or name not in values or name not in specs:
             continue
-        context, _ = flatten_parents(as_mechanism(site).parents)
+        batch_ndim = values[name].dim() - len(specs[name].event_shape)
+        context = parent_context(as_mechanism(site).parents, batch_ndim)
         if context is not None and context.is_floating_point():
             out[name] = context
     return out

@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 
 from .data import to_node_tensors
 from .errors import DataError, MechanismError, UnknownNodeError
+from .extrapolation import parent_context
 from .fitting import _EarlyStopping, _param_groups, prepare
 from .handlers import as_mechanism
-from .mechanisms.base import flatten_parents
 
 __all__ = ["CANDIDATE_KINDS", "KINDS", "select_mechanisms"]
 
@@ -167,7 +167,7 @@ def select_mechanisms(
     owner: dict[str, tuple[str, str]] = {}
     for node, (mechanism, parents) in sites.items():
         if node in selected:
-            context, _ = flatten_parents(parents)
+            context = parent_context(parents, 1)  # training data: (units, *event)
             features = 0 if context is None else context.shape[-1]
             pool = {
                 k: make_mechanism(k, node, specs[node], features, hidden, transforms) for k in kinds

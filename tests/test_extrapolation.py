@@ -97,3 +97,15 @@ def test_a_factual_unit_beyond_the_data_is_flagged_too():
     with pytest.warns(ExtrapolationWarning, match="node 'y'.* 1 of 2"):
         cf = scm.counterfactual({"x": [9.0, 0.0], "y": [9.0, 0.0]}, do={"x": 0.5})
     assert cf.diagnostics["extrapolated"].tolist() == [[True, False]]
+
+
+def test_vector_parents_keep_their_features():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(1000, 2, generator=g)
+    data = {"a": a, "b": a.sum(-1) + 0.1 * torch.randn(1000, generator=g)}
+    scm = ps.SCM.from_graph(nx.DiGraph([("a", "b")]), data, mechanism="anm", hidden=(4,))
+    assert scm.parent_support.get("b").features == 2
+    factual = {k: v[:4] for k, v in data.items()}
+    with pytest.warns(ExtrapolationWarning, match="node 'b'.* 4 of 4"):
+        cf = scm.counterfactual(factual, do={"a": torch.tensor([6.0, -6.0])})
+    assert cf.diagnostics["extrapolation_b"].shape == (1, 4)

@@ -108,3 +108,17 @@ def test_bad_candidates_in_from_graph():
     frame = _frame(50)[["x", "a"]]
     with pytest.raises(MechanismError, match="candidates"):
         ps.SCM.from_graph(nx.DiGraph([("x", "a")]), frame, candidates=("glow",))
+
+
+def test_auto_on_a_vector_node():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(300, 2, generator=g)
+    data = {"a": a, "b": torch.stack([a.sum(-1), a[:, 0]], -1) + 0.1 * torch.randn(300, 2)}
+    scm = ps.SCM.from_graph(nx.DiGraph([("a", "b")]), data, hidden=(4,), transforms=1)
+    history = scm.fit(data, **{**FAST, "epochs": 2})
+    assert set(history.attrs["selection"]) == {"a", "b"}
+    assert scm.counterfactual({k: v[:3] for k, v in data.items()}, do={"a": 0.0})["b"].shape == (
+        1,
+        3,
+        2,
+    )
