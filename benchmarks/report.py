@@ -16,7 +16,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.published import METHODS, MMD_FLOOR, PUBLISHED
-from benchmarks.run import comparison_table, dcm_table, speed_table
+from benchmarks.run import comparison, comparison_table, dcm_table, speed_table, summarise
 
 INTRO = """# Benchmarks
 
@@ -240,8 +240,8 @@ def merge(results: list[dict]) -> dict:
     first = dict(results[0])
     if len(results) == 1:
         return first
-    first["dcm"] = _last_wins([r for res in results for r in res["dcm"]], ())
-    first["comparison"] = _last_wins([r for res in results for r in res["comparison"]], ("node",))
+    first["dcm"] = _combine_seeds(results)
+    first["comparison"] = comparison(first["dcm"])
     first["seeds"] = sorted({s for res in results for s in res["seeds"]})
     first["total_s"] = sum(res["total_s"] for res in results)
     first["slices"] = len(results)
@@ -249,11 +249,27 @@ def merge(results: list[dict]) -> dict:
     return first
 
 
-def _last_wins(records: list[dict], extra: tuple[str, ...]) -> list[dict]:
-    """Records in first-seen order of their key, each the last one given for its key."""
+def _combine_seeds(results: list[dict]) -> list[dict]:
+    """The records of all slices, one per (SCM, variant, method): a slice whose seeds are
+    disjoint from those already merged for that key adds its runs (the summary is recomputed);
+    one that overlaps them replaces the record."""
     out: dict[tuple, dict] = {}
-    for r in records:  # re-assigning a key keeps its position
-        out[(r["scm"], r["variant"], r["method"], *(r[k] for k in extra))] = r
+    seeds: dict[tuple, set] = {}
+    for res in results:
+        for r in res["dcm"]:
+            key = (r["scm"], r["variant"], r["method"])
+            mine = set(res["seeds"][: r["seeds"]])
+            if key in out and not (seeds[key] & mine):
+                runs = out[key]["runs"] + r["runs"]
+                out[key] = {
+                    **out[key],
+                    "runs": runs,
+                    "seeds": len(runs),
+                    "summary": summarise(runs),
+                }
+                seeds[key] |= mine
+            else:
+                out[key], seeds[key] = dict(r), mine
     return list(out.values())
 
 

@@ -92,6 +92,13 @@ def test_slices_run_and_merge_into_one_report(tmp_path):
     again = report.merge([*saved, rerun])
     assert [(r["scm"], r["seeds"]) for r in again["dcm"]] == [("dcm-chain", 7), ("dcm-triangle", 1)]
     assert len(again["comparison"]) == len(merged["comparison"])
+    seed1 = json.loads(json.dumps(saved[0]))  # another seed of the chain: its runs are added
+    seed1["seeds"] = [1]
+    seed1["dcm"][0]["runs"][0]["fit_s"] += 2.0
+    both = report.merge([saved[0], seed1])
+    chain = both["dcm"][0]
+    assert chain["seeds"] == 2 and len(chain["runs"]) == 2
+    assert chain["summary"]["fit_s"][0] == pytest.approx(saved[0]["dcm"][0]["runs"][0]["fit_s"] + 1)
     text = report.main(
         [str(a / "results.json"), str(b / "results.json"), "--out", str(tmp_path / "m.md")]
     )
