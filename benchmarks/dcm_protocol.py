@@ -6,10 +6,14 @@ evenly spaced between the 10% and 90% quantiles of its true marginal, interventi
 descendants (``n_int`` vs ``n_int`` samples per value, mean over values) and counterfactual MSE of
 ``n_cf`` fresh factual units per value against the truth from their true noise, over all
 descendant columns and over the first descendant column only (DCM's published variant).
+Methods that flag extrapolated counterfactual units (``last_flags``, pyro_scm's
+:mod:`pyro_scm.extrapolation`) are also scored over the unflagged units (``cf_unflagged``), with
+the share of flagged units (``flagged``).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -53,7 +57,9 @@ def _cat(values: Values, nodes: list[str]) -> torch.Tensor:
 def evaluate(method: Method, syn: SyntheticSCM, seed: int, settings: Settings) -> dict:
     """Fit ``method`` on ``syn`` with ``seed`` and score it; metrics raw (not x100)."""
     train = syn.sample(settings.n_train, seed=1000 + seed)
+    cpu = time.process_time()
     _, fit_s = timed(method.fit, syn, train, seed)
+    fit_cpu_s = time.process_time() - cpu  # CPU seconds: less sensitive to a loaded machine
     torch.manual_seed(seed)
     query_s = 0.0
 
@@ -92,5 +98,18 @@ def evaluate(method: Method, syn: SyntheticSCM, seed: int, settings: Settings) -
             "cf_all": counterfactual_mse(pred, true),
             "cf_first": counterfactual_mse(pred, true, first_column=True),
         }
-    result.update(per_node=per_node, fit_s=fit_s, query_s=query_s)
+        flags = getattr(method, "last_flags", None)
+        if flags is not None:
+            keep = ~flags
+            per_node[node]["flagged"] = float(flags.float().mean())
+            per_node[node]["cf_unflagged"] = (
+                counterfactual_mse(
+                    {k: v[keep] for k, v in pred.items()}, {k: v[keep] for k, v in true.items()}
+                )
+                if bool(keep.any())
+                else 0.0
+            )
+    result.update(per_node=per_node, fit_s=fit_s, fit_cpu_s=fit_cpu_s, query_s=query_s)
+    if getattr(method, "selection", None):
+        result["selection"] = method.selection
     return result

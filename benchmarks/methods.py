@@ -4,7 +4,9 @@ Every method answers with node -> ``(n, *event)`` tensors. Interventional and co
 queries take a per-unit intervention value ``(n, *event)`` so one call answers all values of the
 protocol at once where the method can batch (pyro_scm, ChiRho); the peers that cannot loop.
 
-- :class:`PyroSCMMethod`: ``ps.SCM.from_graph`` with NSF flow or loc-scale mechanisms;
+- :class:`PyroSCMMethod`: ``ps.SCM.from_graph`` with NSF flow, loc-scale, ANM or ``"auto"``
+  (per-node selection, library defaults) mechanisms; it keeps each counterfactual's
+  extrapolation flags (``last_flags``) and, for ``auto``, the kinds chosen per node;
 - :class:`TrueMethod`: the true SCM written with ``LocScaleMechanism`` (a check on the harness);
 - :class:`ChiRhoMethod`: ChiRho's counterfactual handlers over the fitted pyro_scm mechanisms;
 - :class:`DoWhyANMMethod`: DoWhy gcm with its default (additive-noise) model selection.
@@ -15,6 +17,7 @@ Peers are optional: :func:`peer_status` says which import.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping
 
 import networkx as nx
@@ -65,17 +68,23 @@ class Method:
 class PyroSCMMethod(Method):
     """pyro_scm over the data set's graph with one learned mechanism kind."""
 
-    def __init__(self, mechanism: str = "nsf", *, fit_kwargs: Mapping | None = None, **build):
+    def __init__(
+        self, mechanism: str = "nsf", *, fit_kwargs: Mapping | None = None, name=None, **build
+    ):
         self.mechanism = mechanism
-        self.name = f"pyro_scm-{mechanism}"
+        self.name = name or f"pyro_scm-{mechanism}"
         self.fit_kwargs = dict(fit_kwargs or {})
         self.build = build
         self.scm = None
+        self.last_flags: Tensor | None = None
+        self.selection: dict | None = None
 
     def fit(self, syn: SyntheticSCM, data: Values, seed: int) -> None:
         torch.manual_seed(seed)
         self.scm = learned_scm(syn, data, self.mechanism, **self.build)
-        self.scm.fit(data, seed=seed, progress=False, **self.fit_kwargs)
+        history = self.scm.fit(data, seed=seed, progress=False, **self.fit_kwargs)
+        chosen = history.attrs.get("selection")
+        self.selection = {n: i["kind"] for n, i in chosen.items()} if chosen else None
 
     def sample(self, n: int) -> Values:
         return {k: v[:, 0] for k, v in self.scm.sample(n).values.items()}
@@ -85,7 +94,13 @@ class PyroSCMMethod(Method):
         return {k: v[:, 0] for k, v in out.values.items()}
 
     def counterfactual(self, factual: Values, node: str, values: Tensor) -> Values:
-        out = self.scm.counterfactual(factual, do={node: values})
+        from pyro_scm.extrapolation import ExtrapolationWarning
+
+        with warnings.catch_warnings():  # the flags are scored by the protocol instead
+            warnings.simplefilter("ignore", ExtrapolationWarning)
+            out = self.scm.counterfactual(factual, do={node: values})
+        flags = out.sample_stats.get("extrapolated")
+        self.last_flags = None if flags is None else flags[0]
         return {k: v[0] for k, v in out.values.items()}
 
 

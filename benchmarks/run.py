@@ -95,6 +95,8 @@ def mode_config(mode: str) -> dict:
 
 
 METHOD_KEYS = {
+    "pyro_scm-auto": "auto",
+    "pyro_scm-nsf[v0.1 defaults]": "nsf0",
     "pyro_scm-nsf": "nsf",
     "pyro_scm-locscale": "locscale",
     "pyro_scm-anm": "anm",
@@ -107,8 +109,8 @@ METHOD_KEYS = {
 def make_methods(settings: Settings, peers: dict, syn, only: set[str] | None = None) -> list:
     """The methods run on ``syn`` (true model only for additive SCMs; DoWhy scalar nodes only).
 
-    ``only``: keys of :data:`METHOD_KEYS` to keep (None: all). ChiRho reuses the NSF model, so
-    it needs ``nsf`` too.
+    ``only``: keys of :data:`METHOD_KEYS` to keep (None: all but ``nsf0``, NSF with fit's
+    defaults before issue 15). ChiRho reuses the NSF model, so it needs ``nsf`` too.
     """
     fit = {
         "epochs": settings.epochs,
@@ -119,7 +121,10 @@ def make_methods(settings: Settings, peers: dict, syn, only: set[str] | None = N
     }
     build = {"hidden": settings.hidden, "transforms": settings.transforms}
     nsf = PyroSCMMethod("nsf", fit_kwargs=fit, **build)
+    v01 = {"epochs": 100, "patience": 10, "lr_decay": None}  # fit's defaults before issue 15
     methods = [
+        PyroSCMMethod("auto"),  # library defaults: from_graph(graph, data).fit(data)
+        PyroSCMMethod("nsf", fit_kwargs=v01, name="pyro_scm-nsf[v0.1 defaults]"),
         nsf,
         PyroSCMMethod("locscale", fit_kwargs=fit, hidden=settings.hidden),
         PyroSCMMethod("anm", fit_kwargs=fit, hidden=settings.hidden),
@@ -130,9 +135,9 @@ def make_methods(settings: Settings, peers: dict, syn, only: set[str] | None = N
         methods.append(ChiRhoMethod(nsf))
     if peers["dowhy"].startswith("ok") and not any(len(s) for s in syn.event_shapes.values()):
         methods.append(DoWhyANMMethod())
-    if only is not None:
-        methods = [m for m in methods if METHOD_KEYS[m.name] in only]
-    return methods
+    if only is None:  # the default: everything but the old-defaults reference
+        only = set(METHOD_KEYS.values()) - {"nsf0"}
+    return [m for m in methods if METHOD_KEYS[m.name] in only]
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
@@ -146,6 +151,13 @@ def summarise(runs: list[dict]) -> dict:
         node: {m: _mean_std([r["per_node"][node][m] for r in runs]) for m in metrics}
         for node, metrics in runs[0]["per_node"].items()
     }
+    if "selection" in runs[0]:  # node -> kind -> seeds that chose it
+        counts: dict[str, dict[str, int]] = {}
+        for r in runs:
+            for node, kind in r["selection"].items():
+                counts.setdefault(node, {}).setdefault(kind, 0)
+                counts[node][kind] += 1
+        out["selection"] = counts
     return out
 
 
@@ -231,6 +243,11 @@ def comparison(records: list[dict]) -> list[dict]:
                     target_x100=best / 2 if r["identifiable"] else best,
                     met=row["cf_all_x100"] <= (best / 2 if r["identifiable"] else best),
                 )
+            if "cf_unflagged" in m:
+                row["cf_unflagged_x100"] = m["cf_unflagged"][0] * 100
+                row["flagged"] = m["flagged"][0]
+                if "target_x100" in row:
+                    row["met_unflagged"] = row["cf_unflagged_x100"] <= row["target_x100"]
             if published:
                 row["published_cf_median_dcm_anm"] = published["cf_mse"][:2]
             rows.append(row)
@@ -348,6 +365,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--seeds", type=int, help="run only the first N seeds of the mode")
     parser.add_argument(
+        "--first-seed", type=int, default=0, help="with --seeds: start at this seed"
+    )
+    parser.add_argument(
         "--methods",
         help=f"comma-separated subset of {', '.join(METHOD_KEYS.values())} (chirho needs nsf)",
     )
@@ -360,7 +380,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.seeds is not None:
         if args.seeds < 1:
             parser.error("--seeds must be at least 1")
-        config["seeds"] = list(range(args.seeds))
+        config["seeds"] = list(range(args.first_seed, args.first_seed + args.seeds))
     narrowed = bool(args.scm or args.seeds is not None or args.methods)
     only = None
     if args.methods:

@@ -5,7 +5,7 @@ and counterfactual queries; analyse the answers in arviz and pandas.
 """
 
 from . import _zuko  # noqa: F401, I001  (first: keeps torch's distribution validation setting)
-from . import distances, errors, infer, sharded
+from . import distances, errors, extrapolation, infer, selection, sharded
 from .graph import plot_graph
 from .mechanisms import (
     CategoricalMechanism,
@@ -22,6 +22,7 @@ from .plotting import plot_image_grid, plot_scatter
 from .results import QueryResult
 from .scm import SCM, GraphSCM, Intervened, from_graph
 from .validation import constant
+from .selection import select_mechanisms
 
 __version__ = "0.1.0"
 
@@ -43,11 +44,14 @@ __all__ = [
     "constant",
     "distances",
     "errors",
+    "extrapolation",
     "from_graph",
     "infer",
     "plot_graph",
     "plot_image_grid",
     "plot_scatter",
+    "select_mechanisms",
+    "selection",
     "sharded",
 ]
 

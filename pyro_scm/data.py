@@ -109,7 +109,10 @@ def _from_frame(frame: pd.DataFrame, specs: Mapping[str, NodeSpec], where: str) 
                 raise ShapeError(f"node {node!r} in {where} lacks columns {missing}")
             out[node] = frame[names].to_numpy().reshape(len(frame), *spec.event_shape)
             used.update(names)
-    validation.check_frame_columns(frame.columns, used, specs, where)
+    stats = set(map(str, frame.attrs.get("sample_stats", ())))  # QueryResult.to_pandas
+    validation.check_frame_columns(
+        [c for c in frame.columns if str(c) not in stats], used, specs, where
+    )
     return out
 
 

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from . import validation
 from .data import to_node_tensors
 from .errors import DataError, FitWarning
+from .extrapolation import record_support
 from .handlers import as_mechanism
 
 __all__ = ["fit", "mechanism_losses", "prepare"]
@@ -49,6 +50,7 @@ def prepare(scm, data: dict[str, Tensor]) -> dict[str, nn.Module]:
             fn = as_mechanism(site)
             fn.mechanism.prepare(site["value"], *fn.parents)
             mechanisms[name] = fn.mechanism
+    record_support(scm, data)  # parent statistics for the extrapolation diagnostics
     return mechanisms
 
 
@@ -59,13 +61,13 @@ def fit(
     scm,
     data: object,
     *,
-    epochs: int = 100,
+    epochs: int = 200,
     batch_size: int = 256,
     lr: float = 1e-3,
     weight_decay: float = 0.0,
     val_fraction: float = 0.1,
-    patience: int = 10,
-    lr_decay: float | None = None,
+    patience: int = 5,
+    lr_decay: float | None = 0.3,
     max_decays: int = 3,
     seed: int | None = 0,
     progress: bool = True,
@@ -73,7 +75,9 @@ def fit(
     """Fit every mechanism of ``scm`` to ``data`` by its own loss.
 
     Adam over mini-batches; ``val_fraction`` of the units are held out, and each mechanism stops
-    after ``patience`` epochs without a better validation loss and keeps its best weights.
+    after ``patience`` epochs without a better validation loss and keeps its best weights. The
+    defaults (learning rate times 0.3 on each of 3 plateaus of 5 epochs, then stop) are the
+    settings of the DCM benchmark (``docs/benchmarks.md``).
 
     Args:
         scm: the model.
@@ -85,7 +89,8 @@ def fit(
         val_fraction: share of units held out for validation (0 disables early stopping).
         patience: epochs without improvement before a mechanism stops (or, with ``lr_decay``,
             before its learning rate is multiplied by ``lr_decay``).
-        lr_decay: reduce-on-plateau factor in (0, 1), per mechanism; None keeps ``lr`` fixed.
+        lr_decay: reduce-on-plateau factor in (0, 1), per mechanism; None keeps ``lr`` fixed (and
+            a mechanism stops at its first plateau).
         max_decays: with ``lr_decay``, the plateaus a mechanism decays on; it stops at the next.
         seed: seed of the split and the shuffling (None: torch's global generator).
         progress: show a tqdm progress bar.

@@ -29,7 +29,11 @@ class QueryResult(Mapping):
             callable intervention.
         noise: node -> exogenous noise ``(num_samples, units, *noise_event)`` (the nodes the
             query abducted or drew noise for).
-        sample_stats: sampler statistics ``(num_samples, units)`` (MCMC queries).
+        sample_stats: statistics of each draw and unit ``(num_samples, units)``: a sampler's
+            (acceptance, divergences, the antecedent's violation), and the extrapolation p-values
+            ``extrapolation_<node>`` and flag ``extrapolated`` of a counterfactual
+            (:mod:`pyro_scm.extrapolation`); columns of :meth:`to_pandas` and variables of the
+            arviz ``sample_stats`` group.
         categorical: categorical nodes -> number of classes (one-hot values).
         num_chains: number of chains the samples come from.
         diagnostics: per-unit sampler summaries ``(units,)`` of stochastic queries (R-hat and
@@ -114,7 +118,9 @@ class QueryResult(Mapping):
         """A long table: one row per (sample, unit), a column per scalar node.
 
         Vector nodes give columns ``node[0]``, ``node[1]``, ...; categorical nodes one column of
-        class indices. Columns ``chain`` (with several chains), ``draw`` and ``unit`` come first.
+        class indices. Columns ``chain`` (with several chains), ``draw`` and ``unit`` come first;
+        the :attr:`sample_stats` (e.g. ``extrapolated``, ``accept_prob``) come last, named in
+        ``frame.attrs["sample_stats"]`` so that the frame is a valid ``factual`` for a next query.
         """
         s, n = self.num_samples, self.num_units
         draws = s // self.num_chains
@@ -128,7 +134,10 @@ class QueryResult(Mapping):
         columns = _columns(
             {k: v.reshape(s * n, *v.shape[2:]) for k, v in self.values.items()}, self.categorical
         )
-        return pd.DataFrame({**index, **columns})
+        stats = {k: _numpy(v.reshape(s * n)) for k, v in self.sample_stats.items()}
+        frame = pd.DataFrame({**index, **columns, **stats})
+        frame.attrs["sample_stats"] = list(stats)  # not nodes: a factual read from it skips them
+        return frame
 
     def to_arviz(self):
         """The samples as arviz data (``InferenceData`` on arviz 0.x, ``DataTree`` on 1.x).

@@ -21,12 +21,14 @@ from torch import Tensor, nn
 from . import fitting, persistence, queries, validation
 from . import graph as g
 from .data import NodeSpec, node_specs_from_data, to_node_tensors
-from .errors import MissingNodeError, UnknownNodeError
+from .errors import ArgumentError, MechanismError, MissingNodeError, UnknownNodeError
+from .extrapolation import SupportStatistics
 from .handlers import ReplayNoise
 from .mechanisms import Mechanism
 from .mechanisms.factory import MechanismFactory, make_mechanism
 from .queries import Intervened
 from .results import QueryResult
+from .selection import CANDIDATE_KINDS, KINDS
 
 __all__ = ["SCM", "GraphSCM", "Intervened", "from_graph"]
 
@@ -56,6 +58,10 @@ class SCM(nn.Module):
         >>> cf["y"]
         tensor([[0.5000]])
     """
+
+    def __init__(self):
+        super().__init__()
+        self.parent_support = SupportStatistics()  # filled at fit time; see extrapolation
 
     def model(self) -> None:
         """The program: one ``pyro.sample`` per node, each from a mechanism of its parents."""
@@ -221,11 +227,12 @@ class SCM(nn.Module):
         cls,
         graph: nx.DiGraph,
         data: object,
-        mechanism: str | MechanismFactory | Mapping[str, str | MechanismFactory] = "nsf",
+        mechanism: str | MechanismFactory | Mapping[str, str | MechanismFactory] = "auto",
         *,
         categorical: Mapping[str, int] | None = None,
         hidden: Sequence[int] = (64, 64),
         transforms: int = 3,
+        candidates: Sequence[str] = KINDS,
     ) -> GraphSCM:
         """An SCM over ``graph`` with a learned mechanism per node, shaped by ``data``.
 
@@ -237,11 +244,18 @@ class SCM(nn.Module):
         Args:
             graph: a DAG over the nodes of ``data``.
             data: a DataFrame or dict node -> ``(units, *event)``.
-            mechanism: ``"nsf"``, ``"maf"``, ``"locscale"``, ``"anm"``, a callable
-                ``(node, event_shape, context) -> Mechanism``, or a dict node -> one of these.
+            mechanism: ``"auto"`` (the default: :func:`~pyro_scm.selection.select_mechanisms`
+                picks a kind per node at ``fit``), ``"nsf"``, ``"maf"``, ``"locscale"``,
+                ``"anm"``, a callable ``(node, event_shape, context) -> Mechanism``, or a dict
+                node -> one of these (a node missing from the dict is ``"auto"``).
             categorical: node -> number of classes, for categorical nodes given as class indices.
             hidden: hidden layer sizes of the networks.
             transforms: number of flow transforms (flows only).
+            candidates: the kinds ``"auto"`` chooses from, simplest first.
+
+        Until ``fit`` selects them, ``"auto"`` nodes hold an untrained mechanism of the first
+        candidate kind. To load a saved selected model, build it with the chosen kinds
+        (``mechanism={n: info["kind"] for n, info in scm.selection.items()}``).
         """
         g.check_acyclic(graph)
         specs = node_specs_from_data(data, categorical)
@@ -253,12 +267,32 @@ class SCM(nn.Module):
                 raise UnknownNodeError(node, list(graph.nodes), "the graph")
         order = list(nx.lexicographical_topological_sort(graph))
         parents = {n: sorted(graph.predecessors(n), key=order.index) for n in order}
-        mechanisms = {}
+        candidates = tuple(candidates) if not isinstance(candidates, str) else candidates
+        if (
+            isinstance(candidates, str)
+            or not candidates
+            or any(k not in CANDIDATE_KINDS for k in candidates)
+        ):
+            raise MechanismError(
+                f"candidates must be a non-empty sequence of {CANDIDATE_KINDS}, got {candidates!r}"
+            )
+        mechanisms, auto = {}, []
         for node in order:
-            kind = mechanism.get(node, "nsf") if isinstance(mechanism, Mapping) else mechanism
+            kind = mechanism.get(node, "auto") if isinstance(mechanism, Mapping) else mechanism
+            if isinstance(kind, str) and kind == "auto":
+                auto.append(node)
+                kind = candidates[0]
             context = sum(max(specs[p].event_shape.numel(), 1) for p in parents[node])
             mechanisms[node] = make_mechanism(kind, node, specs[node], context, hidden, transforms)
         scm = GraphSCM(parents, mechanisms)
+        auto = [n for n in auto if specs[n].num_classes is None]
+        if auto:
+            scm.pending_selection = {
+                "nodes": auto,
+                "kinds": candidates,
+                "hidden": tuple(hidden),
+                "transforms": transforms,
+            }
         g.check_matches(scm.graph, graph)
         values = to_node_tensors(data, scm.specs, where="data", like=scm._like())
         fitting.prepare(scm, values)
@@ -289,6 +323,27 @@ class GraphSCM(SCM):
         self.order = list(parents)
         self.parents = {n: list(p) for n, p in parents.items()}
         self.mechanisms = nn.ModuleList([mechanisms[n] for n in self.order])
+        #: the ``mechanism="auto"`` nodes still to select at the next :meth:`fit`, with the kinds
+        self.pending_selection: dict | None = None
+
+    def fit(self, data: object, **kwargs) -> object:
+        """Train every mechanism; with ``mechanism="auto"`` nodes pending, select their kinds
+        first (:func:`pyro_scm.selection.select_mechanisms`, which also takes ``budget_s``).
+        """
+        if self.pending_selection is None:
+            return super().fit(data, **kwargs)
+        if kwargs.get("trainer") is not None:
+            raise ArgumentError(
+                f"nodes {self.pending_selection['nodes']} have mechanism='auto', which selects "
+                "kinds in a one-process fit; run scm.fit(data) (or select on a sample) first, or "
+                "build the model with named kinds (mechanism={node: 'nsf', ...}) to train on a "
+                "Trainer"
+            )
+        from .selection import select_mechanisms
+
+        history = select_mechanisms(self, data, **self.pending_selection, **kwargs)
+        self.pending_selection = None
+        return history
 
     def model(self) -> None:
         """Sample every node from its mechanism, parents first."""
@@ -300,7 +355,7 @@ class GraphSCM(SCM):
 def from_graph(
     graph: nx.DiGraph,
     data: object,
-    mechanism: str | MechanismFactory | Mapping[str, str | MechanismFactory] = "nsf",
+    mechanism: str | MechanismFactory | Mapping[str, str | MechanismFactory] = "auto",
     **kwargs,
 ) -> GraphSCM:
     """An SCM over ``graph`` with a learned mechanism per node, shaped by ``data``.

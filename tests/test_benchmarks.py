@@ -59,6 +59,7 @@ def test_first_column_variant_differs_from_all_descendants():
     assert result["per_node"]["x2"]["cf_all"] == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::pyro_scm.extrapolation.ExtrapolationWarning")  # 200 units
 def test_hand_written_counterfactual_matches_pyro_scm():
     syn = ladder10()
     scm = learned_scm(syn, syn.sample(200, seed=0), "nsf", hidden=(8,), transforms=1)
@@ -71,6 +72,7 @@ def test_hand_written_counterfactual_matches_pyro_scm():
         torch.testing.assert_close(ours[k][0], hand[k], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.filterwarnings("ignore::pyro_scm.extrapolation.ExtrapolationWarning")  # random weights
 @pytest.mark.parametrize("node", ["x1", "x4", "x9"])
 def test_floor_counterfactual_equals_the_query(node):
     syn = chain10()
@@ -123,6 +125,13 @@ def test_slices_run_and_merge_into_one_report(tmp_path):
     again = report.merge([*saved, rerun])
     assert [(r["scm"], r["seeds"]) for r in again["dcm"]] == [("dcm-chain", 7), ("dcm-triangle", 1)]
     assert len(again["comparison"]) == len(merged["comparison"])
+    seed1 = json.loads(json.dumps(saved[0]))  # another seed of the chain: its runs are added
+    seed1["seeds"] = [1]
+    seed1["dcm"][0]["runs"][0]["fit_s"] += 2.0
+    both = report.merge([saved[0], seed1])
+    chain = both["dcm"][0]
+    assert chain["seeds"] == 2 and len(chain["runs"]) == 2
+    assert chain["summary"]["fit_s"][0] == pytest.approx(saved[0]["dcm"][0]["runs"][0]["fit_s"] + 1)
     text = report.main(
         [str(a / "results.json"), str(b / "results.json"), "--out", str(tmp_path / "m.md")]
     )

@@ -56,6 +56,8 @@ def test_do_thickness_thickens_the_digits(trained, factual):
     assert float((t_thick - t_thin).mean()) > 1.0
 
 
+# intensities 100 and 240 lie at the edges of the training digits: a few units are flagged
+@pytest.mark.filterwarnings("ignore::pyro_scm.extrapolation.ExtrapolationWarning")
 def test_do_intensity_brightens_the_digits(trained, factual):
     scm, _, _ = trained
     cf = scm.counterfactual(factual, do={"intensity": 100.0})

@@ -52,7 +52,8 @@ def test_to_arviz_with_chains():
     np.testing.assert_allclose(idata.posterior["x"].values[1, 0], [6.0, 7.0])
     assert idata.sample_stats["accept"].shape == (2, 3, 2)
     frame = result.to_pandas()
-    assert list(frame.columns) == ["chain", "draw", "unit", "x"]
+    assert list(frame.columns) == ["chain", "draw", "unit", "x", "accept"]
+    assert frame.attrs["sample_stats"] == ["accept"]
     assert frame["x"].tolist() == list(range(12))
 
 

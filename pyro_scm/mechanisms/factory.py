@@ -56,6 +56,6 @@ def make_mechanism(
             context, spec.event_shape, hidden, heteroscedastic=kind == "locscale"
         )
     raise MechanismError(
-        f"unknown mechanism {kind!r} for node {node!r}; use 'nsf', 'maf', 'locscale', 'anm' or "
-        "a callable"
+        f"unknown mechanism {kind!r} for node {node!r}; use 'auto', 'nsf', 'maf', 'locscale', "
+        "'anm' or a callable"
     )

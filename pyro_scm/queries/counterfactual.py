@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..data import to_node_tensors
+from ..extrapolation import check_counterfactual
 from ..handlers import Abduct, StopAfter, Stopped
 from ..results import QueryResult
 from .interventional import categorical_classes, run_program
@@ -113,7 +114,7 @@ def counterfactual(
         values, noise = (
             {k: torch.cat([p[j][k] for p in parts], dim=1) for k in parts[0][j]} for j in (0, 1)
         )
-    return QueryResult(
+    result = QueryResult(
         values=values,
         kind="counterfactual",
         factual=factual_t,
@@ -121,6 +122,8 @@ def counterfactual(
         noise=noise,
         categorical=categorical_classes(specs),
     )
+    check_counterfactual(scm, result)  # extrapolation p-values in sample_stats, and warnings
+    return result
 
 
 def _counterfactual_chunk(

@@ -1,0 +1,302 @@
+r"""Extrapolation diagnostics: how far a mechanism's parents lie from the data it was fitted on.
+
+A learned mechanism is only as good as its training data near the parents it is asked about; a
+counterfactual that pairs parent values never seen together (``do(x2)`` on a triangle, keeping
+x1) or a factual unit beyond the largest training value asks the network to extrapolate. At fit
+time (:func:`record_support`, called from :func:`pyro_scm.fitting.prepare`) each node keeps, as
+buffers of a :class:`ParentSupport`, up to ``max_reference`` of its training parents whitened by
+their mean and covariance, z = L⁻¹(c − μ) with LLᵀ = Σ, and the leave-one-out distances of these
+reference points to their k-th nearest other reference point, s₁ ≤ … ≤ s_m. A query's parents c
+get the conformal p-value
+
+    p(c) = (1 + #{j : s_j ≥ s(c)}) / (m + 1),   s(c) = k-th smallest ‖z(c) − z_j‖,
+
+which is uniform on (0, 1] (up to ties) for parents drawn from the training distribution, on
+every node alike: one threshold means the same everywhere. Beyond the largest reference score
+the p-value keeps falling, p = exp(−(s − s_m)/τ)/(m + 1), with τ the mean excess of the top 5%
+of the scores (an exponential tail), so that it can go below 1/(m + 1) and still ranks units
+by how far out they lie. A counterfactual scores each node it
+recomputes twice, at its counterfactual and at its factual parents (abduction uses the latter),
+and reports the Bonferroni combination ``min(1, 2 min(p_cf, p_factual))`` as
+``sample_stats["extrapolation_<node>"]``; units with ``p <= ALPHA`` on any node are flagged
+(``sample_stats["extrapolated"]``) and an :class:`ExtrapolationWarning` names each node with
+flagged units.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import pyro.poutine as poutine
+import torch
+from torch import Tensor, nn
+
+from . import graph as g
+from .handlers import as_mechanism
+
+__all__ = [
+    "ALPHA",
+    "ExtrapolationWarning",
+    "ParentSupport",
+    "SupportStatistics",
+    "check_counterfactual",
+    "record_support",
+    "support_pvalues",
+]
+
+#: p-value at or below which a unit's parents count as off the training support.
+ALPHA = 1e-3
+#: nodes with more parent features than this are not scored (images as parents).
+MAX_FEATURES = 64
+
+
+class ExtrapolationWarning(UserWarning):
+    """Some units of a query ask a mechanism about parents off its training support."""
+
+
+class ParentSupport(nn.Module):
+    """Whitening and k-NN reference statistics of one node's training parents.
+
+    Buffers: ``neighbour`` (k), ``loc`` ``(d,)``, ``whiten`` ``(d, d)`` (L⁻¹), ``reference``
+    ``(m, d)`` whitened training parents and ``scores`` ``(m,)`` their sorted leave-one-out k-NN
+    distances. Loading a state dict resizes them to the saved shapes.
+
+    Args:
+        features: the number of parent features d.
+        k: the neighbour whose distance is the score.
+    """
+
+    def __init__(self, features: int = 1, k: int = 10):
+        super().__init__()
+        self.register_buffer("neighbour", torch.tensor(k))
+        self.register_buffer("loc", torch.zeros(features))
+        self.register_buffer("whiten", torch.eye(features))
+        self.register_buffer("reference", torch.zeros(0, features))
+        self.register_buffer("scores", torch.zeros(0))
+
+    @property
+    def features(self) -> int:
+        """The number of parent features d."""
+        return self.loc.shape[0]
+
+    @property
+    def k(self) -> int:
+        """The neighbour whose distance is the score."""
+        return int(self.neighbour)
+
+    @torch.no_grad()
+    def fit(self, context: Tensor, max_reference: int = 2048, chunk: int = 1024) -> None:
+        """Set the statistics from training parents ``(n, d)`` (n > k)."""
+        x = context.reshape(-1, context.shape[-1]).to(self.loc.dtype)
+        n, d = x.shape
+        loc = x.mean(0)
+        std = x.std(0)
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        s = (x - loc) / std  # per-feature scaling first: the jitter is then scale-free
+        eye = torch.eye(d, dtype=x.dtype, device=x.device)
+        corr = s.T @ s / max(n - 1, 1)
+        chol = torch.linalg.cholesky(corr + 1e-5 * eye)
+        whiten = torch.linalg.solve_triangular(chol, eye, upper=False) / std
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        keep = torch.randperm(n, generator=generator)[:max_reference].to(x.device)
+        reference = (x[keep] - loc) @ whiten.T
+        m = reference.shape[0]
+        self.neighbour.fill_(min(self.k, m - 1))
+        scores = torch.cat(
+            [
+                _kth_distance(reference[i : i + chunk], reference, self.k, exclude_from=i)
+                for i in range(0, m, chunk)
+            ]
+        )
+        self.loc, self.whiten = loc, whiten
+        self.reference, self.scores = reference, scores.sort().values
+
+    @torch.no_grad()
+    def pvalue(self, context: Tensor, chunk: int = 4096) -> Tensor:
+        """Conformal p-value of parents ``(*batch, d)`` -> ``(*batch,)``."""
+        batch = context.shape[:-1]
+        z = (context.reshape(-1, self.features).to(self.loc) - self.loc) @ self.whiten.T
+        s = torch.cat(
+            [
+                _kth_distance(z[i : i + chunk], self.reference, self.k)
+                for i in range(0, len(z), chunk)
+            ]
+        )
+        m = self.scores.shape[0]
+        larger = m - torch.searchsorted(self.scores, s.contiguous(), right=False)
+        p = (1 + larger).to(self.loc) / (m + 1)
+        # beyond every reference score: an exponential tail fitted to the top 5% of the scores
+        top = self.scores[int(0.95 * (m - 1)) :]
+        scale = (top - top[0]).mean().clamp_min(1e-12)
+        beyond = (s - self.scores[-1]).clamp_min(0.0)
+        return (p * torch.exp(-beyond / scale)).reshape(batch)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("loc", "whiten", "reference", "scores"):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class SupportStatistics(nn.Module):
+    """Node -> :class:`ParentSupport`; loading a state dict creates (or drops) nodes to match."""
+
+    def __init__(self):
+        super().__init__()
+        self.nodes = nn.ModuleDict()
+
+    @staticmethod
+    def key(node: str) -> str:
+        return node.replace(".", "\u2024")  # ModuleDict keys cannot hold dots
+
+    def get(self, node: str) -> ParentSupport | None:
+        try:
+            return self.nodes[self.key(node)]
+        except KeyError:
+            return None
+
+    def set(self, node: str, support: ParentSupport) -> None:
+        self.nodes[self.key(node)] = support
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        head = prefix + "nodes."
+        saved = {k[len(head) :].split(".", 1)[0] for k in state_dict if k.startswith(head)}
+        for key in list(self.nodes):
+            if key not in saved:
+                del self.nodes[key]
+        for key in saved - set(self.nodes):
+            self.nodes[key] = ParentSupport().to(_device(state_dict, head + key))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _device(state_dict: Mapping[str, Tensor], prefix: str) -> torch.device:
+    return next(v.device for k, v in state_dict.items() if k.startswith(prefix))
+
+
+def _kth_distance(
+    query: Tensor, reference: Tensor, k: int, exclude_from: int | None = None
+) -> Tensor:
+    """Distance of each query row to its k-th nearest reference row ``(q,)``.
+
+    ``exclude_from``: the query rows are reference rows ``exclude_from, exclude_from + 1, ...``,
+    left out of their own neighbours.
+    """
+    dist = torch.cdist(query, reference)
+    if exclude_from is not None:
+        rows = torch.arange(query.shape[0], device=query.device)
+        dist[rows, rows + exclude_from] = torch.inf
+    return dist.topk(k, dim=1, largest=False).values[:, -1]
+
+
+def _support(scm) -> SupportStatistics:
+    support = getattr(scm, "parent_support", None)
+    if support is None:
+        raise AttributeError(f"{type(scm).__name__} has no parent_support (SCM.__init__ not run)")
+    return support
+
+
+def parent_context(parents: Sequence, batch_ndim: int) -> Tensor | None:
+    """The parents a mechanism receives, flattened per unit: ``(*batch, d)`` (None: no parents).
+
+    ``batch_ndim``: the number of batch dimensions (those of the node's value), so that vector
+    parents keep their features whatever their shapes.
+    """
+    tensors = [torch.as_tensor(p) for p in parents]
+    tensors = [p for p in tensors if p.dim() >= batch_ndim]
+    if not tensors:
+        return None
+    batch = torch.broadcast_shapes(*(p.shape[:batch_ndim] for p in tensors))
+    flat = [p.reshape(*p.shape[:batch_ndim], -1) for p in tensors]
+    return torch.cat([f.expand(*batch, f.shape[-1]) for f in flat], dim=-1)
+
+
+def _contexts(scm, values: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Node -> the flattened parents its mechanism receives on ``values`` ``(*batch, d)``."""
+    with poutine.trace() as tracer, poutine.condition(data=dict(values)):
+        scm.model()
+    specs = scm.specs
+    out = {}
+    for name, site in tracer.trace.nodes.items():
+        if site["type"] != "sample" or name not in values or name not in specs:
+            continue
+        batch_ndim = values[name].dim() - len(specs[name].event_shape)
+        context = parent_context(as_mechanism(site).parents, batch_ndim)
+        if context is not None and context.is_floating_point():
+            out[name] = context
+    return out
+
+
+@torch.no_grad()
+def record_support(scm, data: Mapping[str, Tensor], k: int = 10, max_reference: int = 2048):
+    """Store each node's parent statistics from training ``data`` (node -> ``(units, *event)``).
+
+    Nodes without parents, with more than :data:`MAX_FEATURES` parent features, or with fewer
+    than ``k + 2`` units are skipped.
+    """
+    support = getattr(scm, "parent_support", None)
+    if support is None:
+        return
+    for node, context in _contexts(scm, data).items():
+        d = context.shape[-1]
+        if d > MAX_FEATURES or context.reshape(-1, d).shape[0] < k + 2:
+            continue
+        stats = ParentSupport(d, k).to(context.device)
+        stats.fit(context, max_reference)
+        support.set(node, stats)
+
+
+@torch.no_grad()
+def support_pvalues(scm, values: Mapping[str, Tensor], nodes: Sequence[str]) -> dict[str, Tensor]:
+    """Node -> conformal p-value ``(*batch,)`` of its parents in ``values``, for the given nodes
+    that have statistics."""
+    support = getattr(scm, "parent_support", None)
+    if support is None or not any(support.get(n) is not None for n in nodes):
+        return {}
+    contexts = _contexts(scm, values)
+    out = {}
+    for node in nodes:
+        stats = support.get(node)
+        if stats is not None and node in contexts and contexts[node].shape[-1] == stats.features:
+            out[node] = stats.pvalue(contexts[node])
+    return out
+
+
+def recomputed_nodes(scm, interventions: Mapping[str, object]) -> list[str]:
+    """Nodes a counterfactual recomputes with their mechanism: descendants of the intervened
+    nodes and nodes under a shift (callable) intervention."""
+    changed = g.descendants(scm.graph, interventions)
+    changed |= {k for k, v in interventions.items() if not torch.is_tensor(v)}
+    return [n for n in scm.graph.nodes if n in changed]
+
+
+def check_counterfactual(scm, result) -> None:
+    """Score a counterfactual :class:`~pyro_scm.results.QueryResult` in place and warn.
+
+    Adds ``sample_stats["extrapolation_<node>"]`` ``(num_samples, units)`` for every recomputed
+    node with statistics and ``sample_stats["extrapolated"]`` (any node at ``p <= ALPHA``).
+    """
+    nodes = recomputed_nodes(scm, result.interventions)
+    if not nodes or result.factual is None:
+        return
+    cf = support_pvalues(scm, result.values, nodes)
+    if not cf:
+        return
+    factual = support_pvalues(scm, result.factual, list(cf))
+    flagged = None
+    for node, p in cf.items():
+        if node in factual:
+            p = (2 * torch.minimum(p, factual[node].expand_as(p))).clamp(max=1.0)
+        result.sample_stats[f"extrapolation_{node}"] = p
+        off = p <= ALPHA
+        flagged = off if flagged is None else flagged | off
+        count = int(off.any(0).sum())
+        if count:
+            warnings.warn(
+                f"node {node!r}: the parents of {count} of {result.num_units} counterfactual "
+                f"units lie off the training support (p <= {ALPHA}); their values are "
+                f"extrapolations (result.sample_stats['extrapolation_{node}'])",
+                ExtrapolationWarning,
+                stacklevel=3,
+            )
+    result.sample_stats["extrapolated"] = flagged

@@ -1,0 +1,282 @@
+r"""Per-node mechanism selection: train candidate kinds side by side, keep the best held-out fit.
+
+Every candidate mechanism of every node is trained in one loop: each one's loss depends on its
+own parameters only (the parents are the observed data), so the sum of all losses trains them
+independently, each with its own Adam parameter group, learning-rate decay and early stopping,
+as in :func:`pyro_scm.fitting.fit`. Afterwards each candidate k of a node scores the held-out
+units by their log-likelihood ℓ_k(i) = log p_k(x_i | pa_i). With b the best kind and
+d_i = ℓ_b(i) − ℓ_k(i), the chosen kind is the first of ``kinds`` (ordered simplest first) with
+
+    mean(d) <= tolerance · std(d) / sqrt(n_val),
+
+the one-standard-error rule: a simpler model class that fits the held-out data as well as the
+best one, up to the noise of the estimate, is kept, because counterfactuals ask the mechanism
+about parents off the training data where a smaller class extrapolates more safely (an additive
+model gets the identifiable counterfactual right where a flow only matches the density).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+import pyro.poutine as poutine
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .data import to_node_tensors
+from .errors import DataError, MechanismError, UnknownNodeError
+from .extrapolation import parent_context
+from .fitting import _EarlyStopping, _param_groups, prepare
+from .handlers import as_mechanism
+
+__all__ = ["CANDIDATE_KINDS", "KINDS", "select_mechanisms"]
+
+#: the default candidate kinds, simplest first.
+KINDS = ("anm", "locscale", "nsf")
+CANDIDATE_KINDS = ("anm", "locscale", "nsf", "maf")
+
+
+def _check(kinds, nodes, specs, epochs, batch_size, val_fraction, tolerance, budget_s):
+    if isinstance(kinds, str) or not kinds or any(k not in CANDIDATE_KINDS for k in kinds):
+        raise MechanismError(
+            f"kinds must be a non-empty sequence of {CANDIDATE_KINDS}, got {kinds!r}"
+        )
+    if len(set(kinds)) != len(kinds):
+        raise MechanismError(f"kinds must not repeat, got {kinds!r}")
+    for node in nodes or ():
+        if node not in specs:
+            raise UnknownNodeError(node, list(specs), "select_mechanisms(nodes=...)")
+    if epochs < 1 or batch_size < 1 or not 0 < val_fraction < 1:
+        raise DataError("selection needs epochs >= 1, batch_size >= 1 and 0 < val_fraction < 1")
+    if not tolerance >= 0:
+        raise DataError(f"tolerance must be >= 0, got {tolerance}")
+    if budget_s is not None and not budget_s > 0:
+        raise DataError(f"budget_s must be positive or None, got {budget_s}")
+
+
+def _sites(scm, values: Mapping[str, Tensor]) -> dict[str, tuple[nn.Module, tuple]]:
+    """Node -> (its mechanism module, the parent tensors the program passes it)."""
+    with poutine.trace() as tracer, poutine.condition(data=dict(values)):
+        scm.model()
+    return {
+        name: (as_mechanism(site).mechanism, tuple(as_mechanism(site).parents))
+        for name, site in tracer.trace.nodes.items()
+        if site["type"] == "sample"
+    }
+
+
+def _rows(parents: tuple, idx: Tensor, units: int) -> tuple:
+    return tuple(
+        p[idx] if torch.is_tensor(p) and p.dim() and p.shape[0] == units else p for p in parents
+    )
+
+
+def _install(scm, old: nn.Module, new: nn.Module, node: str) -> None:
+    """Put ``new`` where the program finds ``old`` (an attribute path of ``scm``)."""
+    paths = [name for name, m in scm.named_modules(remove_duplicate=False) if m is old]
+    if not paths:
+        raise MechanismError(
+            f"node {node!r}: its mechanism is not a submodule of the SCM, so it cannot be replaced"
+        )
+    for path in paths:
+        owner_path, _, attr = path.rpartition(".")
+        owner = scm.get_submodule(owner_path) if owner_path else scm
+        setattr(owner, attr, new)
+
+
+def select_mechanisms(
+    scm,
+    data: object,
+    *,
+    kinds: Sequence[str] = KINDS,
+    nodes: Sequence[str] | None = None,
+    hidden: Sequence[int] = (64, 64),
+    transforms: int = 3,
+    epochs: int = 200,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    val_fraction: float = 0.1,
+    patience: int = 5,
+    lr_decay: float | None = 0.3,
+    max_decays: int = 3,
+    tolerance: float = 1.0,
+    budget_s: float | None = None,
+    seed: int | None = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Fit candidate mechanism kinds per node and install the best one in ``scm``.
+
+    Works on any SCM whose mechanisms are its submodules (``from_graph`` models and hand-written
+    programs alike): each selected node gets a new learned mechanism of each kind in ``kinds``
+    (see :func:`pyro_scm.builders.make_mechanism`), taking the parents exactly as the program
+    passes them; the other nodes' mechanisms train in the same loop, as in ``fit``. The chosen
+    candidates replace the nodes' mechanisms, trained (best validation weights).
+
+    Args:
+        scm: the model; changed in place.
+        data: a DataFrame or dict node -> ``(units, *event)`` with every node.
+        kinds: candidate kinds, simplest first (the order breaks near-ties).
+        nodes: the nodes to select for (default: every non-categorical node).
+        hidden: hidden layer sizes of the candidates' networks.
+        transforms: flow transforms of the flow candidates.
+        epochs, batch_size, lr, weight_decay, val_fraction, patience, lr_decay, max_decays, seed,
+            progress: as in :func:`pyro_scm.fitting.fit`; the validation units both stop the
+            training and score the candidates.
+        tolerance: standard errors of the held-out log-likelihood difference within which a
+            simpler kind is preferred to the best one (0: the best held-out log-likelihood).
+        budget_s: stop training after this many seconds (every candidate keeps its best
+            weights so far); None: no limit.
+
+    Returns:
+        the history, one row per (epoch, node, kind): ``epoch``, ``node``, ``kind``, ``train``,
+        ``val``; ``history.attrs["selection"]`` holds node -> ``{"kind", "scores", "se"}``
+        (mean held-out log-likelihood per kind, in nats per unit, and the standard error of
+        the chosen kind's difference to the best). The same dict is each node's ``selection``
+        attribute in ``scm.graph`` and ``scm.selection``.
+    """
+    from .mechanisms.factory import make_mechanism
+
+    specs = scm.specs
+    kinds = tuple(kinds) if not isinstance(kinds, str) else kinds
+    _check(kinds, nodes, specs, epochs, batch_size, val_fraction, tolerance, budget_s)
+    if lr_decay is not None and not (0 < lr_decay < 1 and max_decays >= 0):
+        raise DataError(f"needs 0 < lr_decay < 1 and max_decays >= 0, got {lr_decay}, {max_decays}")
+    like = scm._like()
+    values = to_node_tensors(data, specs, where="training data", like=like)
+    units = next(iter(values.values())).shape[0]
+    device = next(iter(values.values())).device
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(seed) if seed is not None else generator.seed()
+    perm = torch.randperm(units, generator=generator).to(device)
+    n_val = round(units * val_fraction)
+    if n_val < 2 or units - n_val < 1:
+        raise DataError(f"{units} units are too few for a validation split of {val_fraction}")
+    train = {k: v[perm[n_val:]] for k, v in values.items()}
+    val = {k: v[perm[:n_val]] for k, v in values.items()}
+    n_train = units - n_val
+    selected = [n for n in (nodes or specs) if specs[n].num_classes is None]
+    prepare(scm, train)
+    sites, val_sites = _sites(scm, train), _sites(scm, val)
+
+    candidates: dict[str, nn.Module] = {}  # "node/kind" -> mechanism
+    owner: dict[str, tuple[str, str]] = {}
+    for node, (mechanism, parents) in sites.items():
+        if node in selected:
+            context = parent_context(parents, 1)  # training data: (units, *event)
+            features = 0 if context is None else context.shape[-1]
+            pool = {
+                k: make_mechanism(k, node, specs[node], features, hidden, transforms) for k in kinds
+            }
+            for cand in pool.values():
+                cand.to(device=like.device, dtype=like.dtype)
+                with torch.no_grad():
+                    cand.prepare(train[node], *parents)
+        elif any(p.requires_grad for p in mechanism.parameters()):
+            pool = {getattr(mechanism, "kind", "mechanism"): mechanism}
+        else:
+            continue
+        for kind, cand in pool.items():
+            candidates[f"{node}/{kind}"] = cand
+            owner[f"{node}/{kind}"] = (node, kind)
+
+    optimizer = torch.optim.Adam(_param_groups(candidates), lr=lr, weight_decay=weight_decay)
+    stopper = _EarlyStopping(candidates, patience, optimizer, lr_decay, max_decays)
+    failed: set[str] = set()
+    history: list[dict] = []
+    steps = math.ceil(n_train / batch_size)
+    start = time.perf_counter()
+    bar = tqdm(range(epochs), desc="select", disable=not progress, leave=False)
+    for epoch in bar:
+        for m in candidates.values():
+            m.train()
+        order = torch.randperm(n_train, generator=generator).to(device)
+        sums = dict.fromkeys(stopper.active, 0.0)
+        for step in range(steps):
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            total = 0.0
+            for key in stopper.active:
+                node, _ = owner[key]
+                loss = (
+                    candidates[key](*_rows(sites[node][1], idx, n_train))
+                    .loss(train[node][idx])
+                    .mean()
+                )
+                total = total + loss
+                sums[key] = sums[key] + loss.detach() / steps
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+        for m in candidates.values():
+            m.eval()
+        with torch.no_grad():
+            for key, train_loss in sums.items():
+                node, kind = owner[key]
+                cand = candidates[key]
+                val_loss = float(cand(*val_sites[node][1]).loss(val[node]).mean())
+                train_loss = float(train_loss)
+                history.append(
+                    {
+                        "epoch": epoch,
+                        "node": node,
+                        "kind": kind,
+                        "train": train_loss,
+                        "val": val_loss,
+                    }
+                )
+                if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                    failed.add(key)  # keeps its best weights so far; scored below
+                    stopper.active.remove(key)
+                else:
+                    stopper.update(key, val_loss)
+        bar.set_postfix(active=len(stopper.active))
+        over = budget_s is not None and time.perf_counter() - start > budget_s
+        if not stopper.active or over:
+            break
+    bar.close()
+    stopper.restore()
+
+    summary = {}
+    with torch.no_grad():
+        for node in selected:
+            scores = {}
+            for kind in kinds:
+                cand = candidates[f"{node}/{kind}"]
+                scores[kind] = cand(*val_sites[node][1]).log_prob(val[node]).reshape(n_val)
+            summary[node] = _choose(scores, kinds, tolerance)
+            old, _ = sites[node]
+            _install(scm, old, candidates[f"{node}/{summary[node]['kind']}"], node)
+    scm._graph_cache = None
+    for node, info in summary.items():
+        scm.graph.nodes[node]["selection"] = info
+    scm.selection = summary
+    scm.eval()
+    frame = pd.DataFrame(history, columns=["epoch", "node", "kind", "train", "val"])
+    frame.attrs["selection"] = summary
+    frame.attrs["seconds"] = time.perf_counter() - start
+    frame.attrs["budget_hit"] = budget_s is not None and frame.attrs["seconds"] > budget_s
+    return frame
+
+
+def _choose(scores: Mapping[str, Tensor], kinds: Sequence[str], tolerance: float) -> dict:
+    """The simplest kind within ``tolerance`` standard errors of the best mean log-likelihood."""
+    means = {
+        k: float(v.mean()) if bool(torch.isfinite(v).all()) else -math.inf
+        for k, v in scores.items()
+    }
+    best = max(means, key=means.get)
+    if not math.isfinite(means[best]):
+        raise DataError("every candidate mechanism gave a non-finite held-out log-likelihood")
+    n = scores[best].numel()
+    for kind in kinds:
+        if not math.isfinite(means[kind]):
+            continue
+        diff = scores[best] - scores[kind]
+        se = float(diff.std() / math.sqrt(n)) if n > 1 else 0.0
+        if means[best] - means[kind] <= tolerance * se:
+            return {"kind": kind, "scores": means, "se": se}
+    return {"kind": best, "scores": means, "se": 0.0}

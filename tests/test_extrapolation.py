@@ -1,0 +1,120 @@
+"""Extrapolation diagnostics: calibrated p-values, flags off the support, warnings.
+
+The flags depend on the parent statistics stored by prepare(), not on the weights, so the models
+here are declared fitted without training."""
+
+import warnings
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scms import Linear
+
+import pyro_scm as ps
+from pyro_scm.extrapolation import ALPHA, ExtrapolationWarning, ParentSupport
+
+
+def _gaussian(n, seed, d=2):
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.tensor([[1.0, 0.0], [0.9, 0.4]])[:d, :d]
+    return torch.randn(n, d, generator=g) @ mix.T
+
+
+def test_pvalues_are_uniform_in_distribution_and_tiny_far_away():
+    m = 2000
+    support = ParentSupport(2, k=5)
+    support.fit(_gaussian(3000, 0), max_reference=m)
+    p = support.pvalue(_gaussian(6000, 1))
+    assert p.shape == (6000,)
+    for q in (0.05, 0.2, 0.5):  # given the reference set, coverage varies by ~sqrt(q(1-q)/m)
+        assert abs((p <= q).float().mean().item() - q) < 4 * (q * (1 - q) / m) ** 0.5 + 0.01
+    far = support.pvalue(torch.tensor([[8.0, 7.2], [3.0, -3.0], [6.0, -6.0]]))  # off the ridge
+    assert bool((far < 1 / (m + 1)).all()) and far[2] < far[1]
+
+
+def test_pvalues_do_not_depend_on_the_units_of_the_parents():
+    train, query = _gaussian(800, 0), _gaussian(300, 1)
+    a, b = ParentSupport(2), ParentSupport(2)
+    a.fit(train)
+    scale, shift = torch.tensor([100.0, 0.01]), torch.tensor([5.0, -3.0])
+    b.fit(train * scale + shift)
+    # equal up to float32 rounding, which can swap a few neighbouring ranks (1 / 801 each)
+    torch.testing.assert_close(
+        a.pvalue(query), b.pvalue(query * scale + shift), atol=3 / 801, rtol=0
+    )
+
+
+def _triangle(n=1500, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, generator=g)
+    y = x + 0.1 * torch.randn(n, generator=g)
+    z = x - y + 0.1 * torch.randn(n, generator=g)
+    return pd.DataFrame({"x": x.numpy(), "y": y.numpy(), "z": z.numpy()})
+
+
+def test_counterfactual_flags_units_whose_parents_leave_the_support(tmp_path):
+    frame = _triangle()
+    graph = nx.DiGraph([("x", "y"), ("x", "z"), ("y", "z")])
+    scm = ps.SCM.from_graph(
+        graph, frame, mechanism="anm", hidden=(8,)
+    ).mark_fitted()  # prepare() stores them
+    factual = frame.iloc[:200]
+    do_y = torch.where(torch.arange(200) < 50, 4.0, torch.tensor(factual.x.to_numpy())).float()
+    with pytest.warns(ExtrapolationWarning, match=r"node 'z'.* 50 of 200"):
+        cf = scm.counterfactual(factual, do={"y": do_y})
+    p = cf.sample_stats["extrapolation_z"]
+    assert p.shape == (1, 200) and set(cf.sample_stats) == {"extrapolation_z", "extrapolated"}
+    assert bool((p[0, :50] <= ALPHA).all()) and bool((p[0, 50:] > ALPHA).all())
+    frame_out = cf.to_pandas()
+    assert frame_out["extrapolated"].tolist() == [True] * 50 + [False] * 150
+    assert "extrapolation_z" in frame_out.columns
+    idata = cf.to_arviz()
+    np.testing.assert_array_equal(idata.sample_stats["extrapolated"].values[0, 0], p[0] <= ALPHA)
+    # saved statistics travel with the model
+    path = tmp_path / "m.pt"
+    scm.save(path)
+    fresh = ps.SCM.from_graph(graph, _triangle(300, 1), mechanism="anm", hidden=(8,)).mark_fitted()
+    fresh.load(path)
+    with pytest.warns(ExtrapolationWarning):
+        again = fresh.counterfactual(factual, do={"y": do_y})
+    torch.testing.assert_close(again.sample_stats["extrapolation_z"], p)
+
+
+def test_in_support_counterfactuals_do_not_warn_and_unfitted_programs_are_not_scored():
+    frame = _triangle()
+    graph = nx.DiGraph([("x", "y"), ("x", "z"), ("y", "z")])
+    scm = ps.SCM.from_graph(graph, frame, mechanism="anm", hidden=(8,)).mark_fitted()
+    factual = frame.iloc[:300]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cf = scm.counterfactual(factual, do={"x": torch.tensor(factual.x.to_numpy()).float()})
+        plain = Linear().counterfactual({"x": [1.0], "y": [2.0], "z": [0.0]}, do={"x": 9.0})
+    assert set(cf.sample_stats) == {"extrapolation_y", "extrapolation_z", "extrapolated"}
+    assert not bool(cf.sample_stats["extrapolated"].any())
+    assert plain.sample_stats == {}
+
+
+def test_a_factual_unit_beyond_the_data_is_flagged_too():
+    frame = _triangle()
+    scm = ps.SCM.from_graph(
+        nx.DiGraph([("x", "y")]), frame[["x", "y"]], mechanism="anm"
+    ).mark_fitted()
+    with pytest.warns(ExtrapolationWarning, match="node 'y'.* 1 of 2"):
+        cf = scm.counterfactual({"x": [9.0, 0.0], "y": [9.0, 0.0]}, do={"x": 0.5})
+    assert cf.sample_stats["extrapolated"].tolist() == [[True, False]]
+
+
+def test_vector_parents_keep_their_features():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(1000, 2, generator=g)
+    data = {"a": a, "b": a.sum(-1) + 0.1 * torch.randn(1000, generator=g)}
+    scm = ps.SCM.from_graph(
+        nx.DiGraph([("a", "b")]), data, mechanism="anm", hidden=(4,)
+    ).mark_fitted()
+    assert scm.parent_support.get("b").features == 2
+    factual = {k: v[:4] for k, v in data.items()}
+    with pytest.warns(ExtrapolationWarning, match="node 'b'.* 4 of 4"):
+        cf = scm.counterfactual(factual, do={"a": torch.tensor([6.0, -6.0])})
+    assert cf.sample_stats["extrapolation_b"].shape == (1, 4)

@@ -1,0 +1,124 @@
+"""Per-node mechanism selection: the right class wins, choices are recorded, bad input fails."""
+
+import networkx as nx
+import pandas as pd
+import pyro
+import pytest
+import torch
+
+import pyro_scm as ps
+from pyro_scm.errors import DataError, MechanismError, UnknownNodeError
+from pyro_scm.selection import _choose, select_mechanisms
+
+FAST = {"epochs": 30, "batch_size": 100, "lr": 1e-2, "progress": False}
+
+
+def _frame(n=1200, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, u, v = (torch.randn(n, generator=g) for _ in range(3))
+    additive = torch.tanh(x) + 0.3 * u  # an ANM
+    skewed = x + torch.exp(0.8 * v)  # additive but log-normal noise: only a flow fits it
+    return pd.DataFrame({"x": x.numpy(), "a": additive.numpy(), "s": skewed.numpy()})
+
+
+def test_auto_picks_anm_for_gaussian_noise_and_a_flow_for_skewed_noise():
+    frame = _frame()
+    graph = nx.DiGraph([("x", "a"), ("x", "s")])
+    scm = ps.SCM.from_graph(graph, frame, hidden=(16,), transforms=2)  # "auto" is the default
+    assert scm.pending_selection["nodes"] == ["x", "a", "s"]
+    history = scm.fit(frame, **FAST)
+    chosen = {n: i["kind"] for n, i in history.attrs["selection"].items()}
+    assert chosen["a"] == "anm" and chosen["s"] == "nsf", history.attrs["selection"]
+    assert set(history.columns) == {"epoch", "node", "kind", "train", "val"}
+    assert set(history[history.node == "s"].kind) == {"anm", "locscale", "nsf"}
+    info = scm.graph.nodes["s"]["selection"]
+    assert info["scores"]["nsf"] > info["scores"]["anm"] + 0.1
+    assert scm.graph.nodes["a"]["mechanism"] == "anm"
+    assert scm.graph.nodes["s"]["mechanism"] == "flow"
+    assert scm.pending_selection is None and scm.selection == history.attrs["selection"]
+    again = scm.fit(frame, **FAST)  # a second fit trains the chosen kinds
+    assert "kind" not in again.columns
+
+
+def test_select_mechanisms_on_a_hand_written_program_replaces_its_modules():
+    class Program(ps.SCM):
+        def __init__(self):
+            super().__init__()
+            self.x = ps.LocScaleMechanism()
+            self.a = ps.LocScaleMechanism(loc=lambda x: x)  # fixed: replaced by a learned one
+
+        def model(self):
+            x = pyro.sample("x", self.x())
+            pyro.sample("a", self.a(x))
+
+    frame = _frame()[["x", "a"]]
+    scm = Program()
+    history = select_mechanisms(scm, frame, nodes=["a"], kinds=("anm", "nsf"), hidden=(16,), **FAST)
+    assert set(history.attrs["selection"]) == {"a"}
+    kind = scm.graph.nodes["a"]["selection"]["kind"]
+    assert scm.graph.nodes["a"]["mechanism"] == {"nsf": "flow"}.get(kind, kind)
+    assert isinstance(scm.a, (ps.LocScaleMechanism, ps.FlowMechanism)) and scm.a.training is False
+    x = torch.tensor(frame.x.to_numpy()[:50], dtype=torch.float32)
+    a = torch.tanh(x) + 0.3 * torch.randn(50)
+    cf = scm.counterfactual({"x": x, "a": a}, do={"x": 0.5})
+    assert ((cf["a"][0] - a) - (torch.tanh(torch.tensor(0.5)) - torch.tanh(x))).abs().mean() < 0.2
+
+
+def test_budget_stops_the_loop():
+    frame = _frame(400)
+    scm = ps.SCM.from_graph(nx.DiGraph([("x", "a")]), frame[["x", "a"]], hidden=(8,))
+    history = scm.fit(frame[["x", "a"]], budget_s=1e-6, **FAST)
+    assert history.epoch.max() == 0 and history.attrs["budget_hit"]
+    assert set(history.attrs["selection"]) == {"x", "a"}
+
+
+def test_one_standard_error_rule():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(500, generator=g)
+    scores = {"anm": base - 0.01, "nsf": base + 0.001 * torch.randn(500, generator=g)}
+    assert _choose(scores, ("anm", "nsf"), tolerance=1.0)["kind"] == "nsf"  # 0.01 >> 1 SE
+    assert _choose(scores, ("anm", "nsf"), tolerance=1e6)["kind"] == "anm"
+    scores["nsf"] = torch.full((500,), float("nan"))
+    assert _choose(scores, ("anm", "nsf"), tolerance=0.0)["kind"] == "anm"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"kinds": "nsf"}, MechanismError),
+        ({"kinds": ("nsf", "glow")}, MechanismError),
+        ({"kinds": ("nsf", "nsf")}, MechanismError),
+        ({"nodes": ["zz"]}, UnknownNodeError),
+        ({"val_fraction": 0.0}, DataError),
+        ({"budget_s": 0}, DataError),
+        ({"tolerance": -1.0}, DataError),
+        ({"lr_decay": 2.0}, DataError),
+    ],
+)
+def test_bad_selection_arguments_fail_before_training(kwargs, error):
+    frame = _frame(100)[["x", "a"]]
+    scm = ps.SCM.from_graph(nx.DiGraph([("x", "a")]), frame, mechanism="anm", hidden=(4,))
+    before = {k: v.clone() for k, v in scm.state_dict().items()}
+    with pytest.raises(error):
+        select_mechanisms(scm, frame, **kwargs)
+    assert all(torch.equal(before[k], v) for k, v in scm.state_dict().items())
+
+
+def test_bad_candidates_in_from_graph():
+    frame = _frame(50)[["x", "a"]]
+    with pytest.raises(MechanismError, match="candidates"):
+        ps.SCM.from_graph(nx.DiGraph([("x", "a")]), frame, candidates=("glow",))
+
+
+def test_auto_on_a_vector_node():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(300, 2, generator=g)
+    data = {"a": a, "b": torch.stack([a.sum(-1), a[:, 0]], -1) + 0.1 * torch.randn(300, 2)}
+    scm = ps.SCM.from_graph(nx.DiGraph([("a", "b")]), data, hidden=(4,), transforms=1)
+    history = scm.fit(data, **{**FAST, "epochs": 2})
+    assert set(history.attrs["selection"]) == {"a", "b"}
+    assert scm.counterfactual({k: v[:3] for k, v in data.items()}, do={"a": 0.0})["b"].shape == (
+        1,
+        3,
+        2,
+    )
