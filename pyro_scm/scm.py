@@ -85,11 +85,11 @@ class SCM(nn.Module):
 
     @validation.guarded
     def _derive_graph(self) -> nx.DiGraph:
-        def run() -> None:
-            with ReplayNoise(batch_shape=(2,), strict=False):
+        def run(units: int = 2) -> None:
+            with ReplayNoise(batch_shape=(units,), strict=False):
                 self.model()
 
-        trace, mechanisms = validation.trace_program(self, run)
+        trace, mechanisms = validation.trace_program(self, run, locate=lambda: run(1))
         graph = g.graph_from_trace(trace)
         graph.graph["mechanisms"] = mechanisms
         g.check_acyclic(graph)

@@ -444,10 +444,14 @@ def mark_fitted(scm, nodes: Iterable[str] = ()):
     return scm
 
 
-def trace_program(scm, run: Callable[[], object]):
+def trace_program(
+    scm, run: Callable[[], object], locate: Callable[[], object] | None = None
+) -> tuple[object, dict[str, object]]:
     """Trace ``run()`` with provenance, without touching any global RNG; check the program.
 
     Returns ``(trace, node -> mechanism)``. Exceptions of ``model()`` become typed errors.
+    ``locate``: the same program on one unit, run when ``run()`` fails to turn a batch into a
+    Python value; if that run passes, the mechanism that received the converted value is named.
     """
     from .graph import trace_provenance
 
@@ -464,7 +468,15 @@ def trace_program(scm, run: Callable[[], object]):
         except SCMError:
             raise
         except Exception as e:
-            raise program_error(scm, e, sampled[-1] if sampled else None) from e
+            error = program_error(scm, e, sampled[-1] if sampled else None)
+            if locate is not None and "Python value" in str(error):
+                try:
+                    one = trace_provenance(locate)
+                except Exception:
+                    one = None
+                if one is not None:
+                    check_program(one, scm)  # names the mechanism whose edge was lost
+            raise error from e
     return trace, check_program(trace, scm)
 
 
