@@ -166,6 +166,7 @@ class SCM(nn.Module):
         *,
         num_samples: int = 1,
         chunk_size: int | None = None,
+        extrapolation: bool = True,
     ) -> QueryResult:
         """Counterfactual values of every node under ``do`` given factual observations.
 
@@ -180,14 +181,24 @@ class SCM(nn.Module):
             num_samples: abduction draws per unit (mechanisms with stochastic abduction, e.g.
                 categorical nodes, give different draws; invertible ones give copies).
             chunk_size: answer this many units at a time (bounds memory for huge batches).
+            extrapolation: score how far each recomputed node's parents lie from the training
+                support (:mod:`pyro_scm.extrapolation`; p-values and flags in ``sample_stats``,
+                an ``ExtrapolationWarning``). It costs about as much as the query itself; turn it
+                off only for throughput where the flags are not read.
 
         Returns:
             a :class:`QueryResult`, each node ``(num_samples, units, *event)``; ``noise`` holds
             the abducted noise of the recomputed nodes.
         """
         validation.check_query(self, num_samples=num_samples, chunk_size=chunk_size)
+        validation.check_flag("extrapolation", extrapolation)
         return queries.counterfactual(
-            self, factual, do, num_samples=num_samples, chunk_size=chunk_size
+            self,
+            factual,
+            do,
+            num_samples=num_samples,
+            chunk_size=chunk_size,
+            extrapolation=extrapolation,
         )
 
     @validation.guarded

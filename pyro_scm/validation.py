@@ -49,6 +49,7 @@ __all__ = [
     "check_count",
     "check_fit_arguments",
     "check_fitted",
+    "check_flag",
     "check_frame_columns",
     "check_program",
     "check_query",
@@ -97,6 +98,12 @@ def guarded(fn: Callable) -> Callable:
 
 
 # -- arguments ----------------------------------------------------------------------------------
+
+
+def check_flag(name: str, value: object) -> None:
+    """Raise :class:`ArgumentError` unless ``value`` is a bool."""
+    if not isinstance(value, bool):
+        raise ArgumentError(f"{name} must be True or False, got {value!r}")
 
 
 def check_count(name: str, value: object, minimum: int = 1, *, allow_none: bool = False) -> None:

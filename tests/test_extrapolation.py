@@ -118,3 +118,18 @@ def test_vector_parents_keep_their_features():
     with pytest.warns(ExtrapolationWarning, match="node 'b'.* 4 of 4"):
         cf = scm.counterfactual(factual, do={"a": torch.tensor([6.0, -6.0])})
     assert cf.sample_stats["extrapolation_b"].shape == (1, 4)
+
+
+def test_extrapolation_can_be_skipped_and_the_flag_is_checked():
+    frame = _triangle(300, 2)
+    graph = nx.DiGraph([("x", "y"), ("x", "z"), ("y", "z")])
+    scm = ps.SCM.from_graph(graph, frame, mechanism="anm", hidden=(8,)).mark_fitted()
+    factual = frame.iloc[:20]
+    with pytest.warns(ExtrapolationWarning):
+        scored = scm.counterfactual(factual, do={"y": 4.0})
+    plain = scm.counterfactual(factual, do={"y": 4.0}, extrapolation=False)
+    assert "extrapolated" in scored.sample_stats and plain.sample_stats == {}
+    for k in scored.values:  # the same answer, only without the scores
+        torch.testing.assert_close(scored[k], plain[k], rtol=0, atol=0)
+    with pytest.raises(ps.errors.ArgumentError, match="extrapolation"):
+        scm.counterfactual(factual, do={"y": 4.0}, extrapolation="no")

@@ -82,12 +82,13 @@ def counterfactual(
     num_samples: int = 1,
     chunk_size: int | None = None,
     planned: bool = True,
+    extrapolation: bool = True,
 ) -> QueryResult:
     """Counterfactual values of every node under ``do`` given factual observations.
 
     See :meth:`pyro_scm.SCM.counterfactual`. ``planned=False`` runs the full computation
     instead (abduct every node, regenerate every node), the reference the plan is tested
-    against.
+    against; ``extrapolation=False`` skips the extrapolation scores.
     """
     specs = scm.specs
     like = scm._like()
@@ -122,7 +123,8 @@ def counterfactual(
         noise=noise,
         categorical=categorical_classes(specs),
     )
-    check_counterfactual(scm, result)  # extrapolation p-values in sample_stats, and warnings
+    if extrapolation:
+        check_counterfactual(scm, result)  # extrapolation p-values in sample_stats, and warnings
     return result
 
 
