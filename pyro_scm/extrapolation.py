@@ -151,12 +151,14 @@ class SupportStatistics(nn.Module):
         return node.replace(".", "\u2024")  # ModuleDict keys cannot hold dots
 
     def get(self, node: str) -> ParentSupport | None:
+        """The parent statistics of ``node``, or None where none were recorded."""
         try:
             return self.nodes[self.key(node)]
         except KeyError:
             return None
 
     def set(self, node: str, support: ParentSupport) -> None:
+        """Store the parent statistics of ``node`` (buffers: save/load and ``.to`` carry them)."""
         self.nodes[self.key(node)] = support
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

@@ -248,6 +248,7 @@ class LangevinKernel(_BatchedKernel):
         self.target_accept = target_accept
 
     def sample(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One transition of every chain and unit; returns the new state."""
         logp, grad = self._current(params)
         eps = self.step_size
         proposal = {}
@@ -331,6 +332,7 @@ class HMCKernel(_BatchedKernel):
         self.target_accept = target_accept
 
     def sample(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One transition of every chain and unit; returns the new state."""
         logp, grad = self._current(params)
         eps = self.step_size * (0.8 + 0.4 * torch.rand((), device=self.step_size.device))
         mom = {k: torch.randn_like(v) for k, v in params.items()}

@@ -304,6 +304,7 @@ class ConstrainedHMC(_ConstrainedKernel):
         return new, p1, ok, finite
 
     def sample(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One constrained transition of every chain and unit; returns the new state."""
         z = params["z"]
         state = self._state(z)
         h = self.step_size * (0.5 + torch.rand_like(self.step_size))
@@ -356,6 +357,7 @@ class ConstrainedMALA(_ConstrainedKernel):
         return eps[..., None] * tangent(state["g"], state["J"])
 
     def sample(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One constrained transition of every chain and unit; returns the new state."""
         z = params["z"]
         state = self._state(z)
         eps = self.step_size

@@ -216,5 +216,6 @@ class EquationDistribution(MechanismDistribution, dist.TorchDistribution):
         return self.noise_log_prob(u.detach()) + grad.abs().log()
 
     def sample(self, sample_shape=torch.Size()) -> Tensor:  # noqa: B008
+        """x = equation(u) with u drawn from the noise distribution."""
         with torch.no_grad():
             return self.generate(self.noise.sample(sample_shape))
