@@ -14,7 +14,7 @@ from torch import Tensor
 __all__ = ["QueryResult"]
 
 
-@dataclass(init=False)
+@dataclass
 class QueryResult(Mapping):
     """Samples of every node from one query.
 
@@ -50,26 +50,6 @@ class QueryResult(Mapping):
     categorical: dict[str, int] = field(default_factory=dict)
     num_chains: int = 1
     diagnostics: dict[str, Tensor] = field(default_factory=dict)
-
-    def __init__(
-        self,
-        values: dict[str, Tensor],
-        kind: str = "observational",
-        factual: dict[str, Tensor] | None = None,
-        interventions: dict[str, object] | None = None,
-        noise: dict[str, Tensor] | None = None,
-        sample_stats: dict[str, Tensor] | None = None,
-        categorical: dict[str, int] | None = None,
-        num_chains: int = 1,
-        diagnostics: dict[str, Tensor] | None = None,
-    ):
-        self.values, self.kind, self.factual = values, kind, factual
-        self.interventions = {} if interventions is None else interventions
-        self.noise = {} if noise is None else noise
-        self.sample_stats = {} if sample_stats is None else sample_stats
-        self.categorical = {} if categorical is None else categorical
-        self.num_chains = num_chains
-        self.diagnostics = {} if diagnostics is None else diagnostics
 
     def __getitem__(self, node: str) -> Tensor:
         from .errors import UnknownNodeError
