@@ -128,9 +128,11 @@ def run_floor(
 
     For each SCM of :data:`FLOOR_CASES`, intervention position and size: the median CPU seconds
     (one thread; process time, so that other load on the machine does not count) of
-    ``scm.counterfactual``, of :func:`floor_counterfactual` and (when ChiRho imports and
-    ``chirho`` is not False) of ChiRho's ``MultiWorldCounterfactual`` over the same mechanisms,
-    all in one run; the largest absolute difference of pyro_scm from the floor checks they agree.
+    ``scm.counterfactual(..., extrapolation=False)`` (the floor's answer), of the default query
+    (which adds the extrapolation scores), of :func:`floor_counterfactual` and (when ChiRho
+    imports and ``chirho`` is not False) of ChiRho's ``MultiWorldCounterfactual`` over the same
+    mechanisms, all in one run; the largest absolute difference of pyro_scm from the floor
+    checks they agree.
     """
     if chirho is None:
         try:
@@ -196,8 +198,11 @@ def _floor_row(scm, peer, syn, factual: dict, node: str, value, repeats: int) ->
 def floor_table(result: dict) -> str:
     """The markdown table of :func:`run_floor`."""
     chirho = result.get("chirho")
-    head = "| SCM | do | descendants | units | floor (ms) | pyro_scm (ms) | pyro_scm / floor |"
-    sep = "|---|---|---|---|---|---|---|"
+    head = (
+        "| SCM | do | descendants | units | floor (ms) | pyro_scm (ms) | pyro_scm / floor |"
+        " scored / floor |"
+    )
+    sep = "|---|---|---|---|---|---|---|---|"
     if chirho:
         head += " ChiRho / floor | ChiRho / pyro_scm |"
         sep += "---|---|"
@@ -206,7 +211,7 @@ def floor_table(result: dict) -> str:
         line = (
             f"| {r['scm']} | {r['position']} ({r['node']}) | {r['descendants']} | {r['units']} | "
             f"{1e3 * r['floor_s']:.3g} | {1e3 * r['pyro_scm_s']:.3g} | "
-            f"{r['pyro_scm_ratio']:.2f}x |"
+            f"{r['pyro_scm_ratio']:.2f}x | {r['scored_ratio']:.2f}x |"
         )
         if chirho:
             line += f" {r['chirho_ratio']:.2f}x | {r['chirho_over_pyro_scm']:.2f}x |"

@@ -13,7 +13,12 @@ import torch
 from scms import Linear
 
 import pyro_scm as ps
-from pyro_scm.extrapolation import ALPHA, ExtrapolationWarning, ParentSupport
+from pyro_scm.extrapolation import (
+    ALPHA,
+    ExtrapolationWarning,
+    ParentSupport,
+    _kth_distance_sorted,
+)
 
 
 def _gaussian(n, seed, d=2):
@@ -32,6 +37,27 @@ def test_pvalues_are_uniform_in_distribution_and_tiny_far_away():
         assert abs((p <= q).float().mean().item() - q) < 4 * (q * (1 - q) / m) ** 0.5 + 0.01
     far = support.pvalue(torch.tensor([[8.0, 7.2], [3.0, -3.0], [6.0, -6.0]]))  # off the ridge
     assert bool((far < 1 / (m + 1)).all()) and far[2] < far[1]
+
+
+def test_one_feature_pvalues_are_uniform_in_distribution_and_tiny_far_away():
+    m = 2000
+    support = ParentSupport(1, k=10)
+    support.fit(_gaussian(3000, 0, d=1), max_reference=m)
+    p = support.pvalue(_gaussian(6000, 1, d=1))
+    for q in (0.05, 0.2, 0.5):
+        assert abs((p <= q).float().mean().item() - q) < 4 * (q * (1 - q) / m) ** 0.5 + 0.01
+    far = support.pvalue(torch.tensor([[-9.0], [6.0], [12.0]]))
+    assert bool((far < 1 / (m + 1)).all()) and far[2] < far[1]
+
+
+@pytest.mark.parametrize("m, k", [(2000, 10), (20, 10), (57, 3), (300, 1)])
+def test_one_feature_window_search_is_the_brute_force_distance(m, k):
+    g = torch.Generator().manual_seed(m + k)
+    reference = torch.randn(m, generator=g).sort().values
+    # inside, at the ends, far beyond both ends, and exactly on reference points
+    query = torch.cat([torch.randn(500, generator=g) * 3, torch.tensor([-50.0, 50.0]), reference])
+    brute = (query[:, None] - reference).abs().topk(k, dim=1, largest=False).values[:, -1]
+    torch.testing.assert_close(_kth_distance_sorted(query, reference, k), brute)
 
 
 def test_pvalues_do_not_depend_on_the_units_of_the_parents():
