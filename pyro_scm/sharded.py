@@ -15,6 +15,7 @@ not the processes, define the computation.
 from __future__ import annotations
 
 import importlib
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -105,7 +106,7 @@ def _actions(scm, given: object, units: int, like: Tensor, where: str) -> dict:
     return out
 
 
-def plan_counterfactual(scm, factual, do, chunk_size, seed, num_samples) -> tuple:
+def plan_counterfactual(scm, factual, do, chunk_size, seed, num_samples, extrapolation=True):
     """``(query, factual, actions)`` of a sharded counterfactual, validated, tensors on the CPU."""
     like = _cpu_like(scm)
     factual_t = to_node_tensors(factual, scm.specs, where="factual", like=like)
@@ -113,8 +114,10 @@ def plan_counterfactual(scm, factual, do, chunk_size, seed, num_samples) -> tupl
     size = _check_plan(units, chunk_size, seed)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise DataError(f"num_samples must be a positive int, got {num_samples!r}")
+    if not isinstance(extrapolation, bool):
+        raise DataError(f"extrapolation must be True or False, got {extrapolation!r}")
     actions = _actions(scm, do or {}, units, like, "do")
-    options = {"num_samples": num_samples}
+    options = {"num_samples": num_samples, "extrapolation": extrapolation}
     return ShardedQuery("counterfactual", units, size, seed, options), factual_t, actions
 
 
@@ -231,12 +234,15 @@ def merge(
     *,
     categorical: Mapping[str, int],
     interventions: Mapping[str, object] | None = None,
+    warn: bool = True,
 ) -> QueryResult:
     """One :class:`QueryResult` from the chunks' payloads, in unit order.
 
-    Every chunk must be there once (duplicates, e.g. from padded samplers, are dropped); their
-    warnings are raised again with the chunk's units. Callable ``interventions`` (not stored in
-    the payloads) are put into the result as given.
+    Every chunk must be there once (duplicates, e.g. from padded samplers, are dropped). With
+    ``warn``, the chunks' warnings are raised again, each kind once: warnings that differ only in
+    their numbers (units, counts) are one warning that names its first chunk's units and how many
+    chunks raised it (the per-unit flags are in the result's ``sample_stats``). Callable
+    ``interventions`` (not stored in the payloads) are put into the result as given.
 
     Raises:
         DataError: a chunk is missing, or a payload belongs to another query.
@@ -256,10 +262,8 @@ def merge(
     def cat(key: str, dim: int) -> dict[str, Tensor]:
         return {k: torch.cat([p[key][k] for p in parts], dim) for k in parts[0][key]}
 
-    for p in parts:
-        for category, message in p["warnings"]:
-            where = f"units {p['start']}..{p['stop'] - 1} (chunk {p['index']})"
-            warnings.warn(f"{where}: {message}", _category(category), stacklevel=2)
+    if warn:
+        _warn_again(parts)
     merged = cat("interventions", 0)
     for k, v in (interventions or {}).items():
         if not torch.is_tensor(v):
@@ -275,6 +279,31 @@ def merge(
         categorical=dict(categorical),
         num_chains=int(parts[0]["num_chains"]),
     )
+
+
+_NUMBER = re.compile(r"(?<![\w'\"])\d+(?:\.\d+)?")  # a count or a level, not part of a name
+
+
+def _warn_again(parts: list[dict]) -> None:
+    """Raise the chunks' warnings again: one per category and message up to its numbers.
+
+    Numbers inside names (node ``'x1'``) are kept, so each node still gets its own warning.
+    """
+    groups: dict[tuple[str, str], list[tuple[dict, str]]] = {}
+    for p in parts:
+        for category, message in p["warnings"]:
+            key = (category, _NUMBER.sub("#", message))
+            groups.setdefault(key, []).append((p, message))
+    for (category, _), seen in groups.items():
+        p, message = seen[0]
+        text = f"units {p['start']}..{p['stop'] - 1} (chunk {p['index']}): {message}"
+        if len(seen) > 1:
+            others = ", ".join(f"{q['start']}..{q['stop'] - 1}" for q, _ in seen[1:4])
+            rest = f" and {len(seen) - 4} more chunks" if len(seen) > 4 else ""
+            text += (
+                f" [the same warning for units {others}{rest}: {len(seen)} of {len(parts)} chunks]"
+            )
+        warnings.warn(text, _category(category), stacklevel=3)
 
 
 def categorical_nodes(scm) -> dict[str, int]:
@@ -314,6 +343,7 @@ def counterfactual(
     chunk_size: int | None = None,
     seed: int = 0,
     num_samples: int = 1,
+    extrapolation: bool = True,
     trainer: object = None,
     out_dir: object = None,
     netcdf: object = None,
@@ -327,6 +357,8 @@ def counterfactual(
         chunk_size: units per chunk (None: one chunk).
         seed: the query's seed (chunk ``i`` uses :func:`chunk_seed` ``(seed, i)``).
         num_samples: abduction draws per unit.
+        extrapolation: score each chunk against the training support (as in
+            :meth:`SCM.counterfactual`; False skips the scores, for throughput).
         trainer: a ``lightning.Trainer``: its ranks answer the chunks under ``Trainer.predict``
             (see :func:`pyro_scm.lightning.run_sharded`); None answers them in this process.
         out_dir: with ``trainer``, the folder the shards are written to (shared by all nodes).
@@ -335,7 +367,7 @@ def counterfactual(
     Returns:
         the merged :class:`QueryResult`, each node ``(num_samples, units, *event)``.
     """
-    plan = plan_counterfactual(scm, factual, do, chunk_size, seed, num_samples)
+    plan = plan_counterfactual(scm, factual, do, chunk_size, seed, num_samples, extrapolation)
     return _answer(scm, plan, trainer, out_dir, netcdf)
 
 

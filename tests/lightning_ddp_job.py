@@ -57,6 +57,10 @@ def main(folder: Path) -> None:
     out["mala"] = ps.lightning.backtrack(
         reference, factual, {"y": 2.0}, trainer=trainer, out_dir=folder / "mala", **queries["mala"]
     )
+    # every chunk warns (one solver iteration cannot reach y = 50): rank 0 says so once
+    out["unconverged"] = ps.lightning.backtrack(
+        reference, factual, {"y": 50.0}, trainer=trainer, out_dir=folder / "u", **queries["unconv"]
+    )
     out["sample"] = ps.lightning.sample(
         reference, queries["n"], {"x": 0.5}, trainer=trainer, out_dir=folder / "s", chunk_size=7
     )

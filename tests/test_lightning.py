@@ -3,11 +3,13 @@ checkpoint, sharded queries equal to one-process ones, and the optional import."
 
 import copy
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import lightning as L
@@ -296,13 +298,58 @@ def test_chunk_seeds_make_draws_independent_of_the_global_generator(fitted):
     assert len(chunks) == 400
 
 
-def test_chunk_warnings_are_raised_again_with_their_units(fitted):
+def test_chunk_warnings_are_raised_again_once_with_their_units(fitted):
     frame, scm, _ = fitted
     f = _factual(frame, 6)
-    with pytest.warns(BacktrackingWarning, match=r"units \d\.\.\d \(chunk \d\): 3 of 3") as seen:
+    with pytest.warns(BacktrackingWarning, match=r"units 0\.\.2 \(chunk 0\): 3 of 3") as seen:
         result = ps.sharded.backtrack(scm, f, {"y": 50.0}, chunk_size=3, max_iter=1)
-    assert [str(w.message)[:20] for w in seen] == ["units 0..2 (chunk 0)", "units 3..5 (chunk 1)"]
+    assert len(seen) == 1 and "[the same warning for units 3..5: 2 of 2 chunks]" in str(seen[0])
     assert not result.sample_stats["converged"].any()
+    # many chunks: still one warning of each kind, naming the first units and the count
+    f = _factual(frame, 24)
+    with pytest.warns(BacktrackingWarning) as seen:
+        ps.sharded.backtrack(scm, f, {"y": 50.0}, chunk_size=3, max_iter=1)
+    assert len(seen) == 1, [str(w.message) for w in seen]
+    assert str(seen[0].message).startswith("units 0..2 (chunk 0): 3 of 3")
+    assert "3..5, 6..8, 9..11 and 4 more chunks: 8 of 8 chunks]" in str(seen[0].message)
+
+
+def test_counterfactual_without_extrapolation_scores(fitted):
+    frame, scm, _ = fitted
+    f = _factual(frame, 12)
+    scored = ps.sharded.counterfactual(scm, f, {"x": 4.0}, chunk_size=5)
+    fast = ps.sharded.counterfactual(scm, f, {"x": 4.0}, chunk_size=5, extrapolation=False)
+    assert "extrapolation_y" in scored.sample_stats
+    assert not any(k.startswith("extrapolat") for k in fast.sample_stats)
+    for k in scored.values:
+        assert torch.equal(scored.values[k], fast.values[k])
+    with pytest.raises(DataError, match="extrapolation must be True or False"):
+        ps.sharded.counterfactual(scm, f, extrapolation="no")
+
+
+def test_unsupported_strategies_are_refused_before_any_work(fitted, tmp_path, monkeypatch):
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from pyro_scm.errors import ArgumentError
+
+    frame, scm, _ = fitted
+    f = _factual(frame, 4)
+    spawn = _trainer(tmp_path, strategy="ddp_spawn")
+    with pytest.raises(ArgumentError, match="spawn/fork"):
+        ps.lightning.fit(build(frame), frame, trainer=spawn)
+    with pytest.raises(ArgumentError, match="spawn/fork"):
+        ps.lightning.counterfactual(scm, f, chunk_size=2, trainer=spawn)
+    # Lightning refuses FSDP on the CPU itself; with a GPU we refuse it (parameter groups per
+    # mechanism over whole parameters). Here the strategy is put into a CPU trainer by hand.
+    with pytest.raises(ValueError, match="requires a GPU"):
+        L.Trainer(accelerator="cpu", strategy="fsdp", logger=False)
+    fsdp = _trainer(tmp_path)
+    monkeypatch.setattr(fsdp._accelerator_connector, "strategy", FSDPStrategy())
+    with pytest.raises(ArgumentError, match="FSDPStrategy is not supported"):
+        ps.lightning.fit(build(frame), frame, trainer=fsdp)
+    with pytest.raises(ArgumentError, match="FSDPStrategy is not supported"):
+        ps.lightning.backtrack(scm, f, {"y": 1.0}, chunk_size=2, trainer=fsdp)
+    assert not list(tmp_path.iterdir())  # nothing was trained or written
 
 
 def test_sharded_queries_reject_bad_arguments(fitted, tmp_path):
@@ -358,6 +405,7 @@ def test_two_process_ddp_training_and_sharded_queries(fitted, tmp_path):
         "cf": {"chunk_size": 7, "seed": 2},
         "bt": {"chunk_size": 7, "seed": 2},
         "mala": {"chunk_size": 7, "seed": 2, "method": "mala", "num_samples": 4, "warmup": 4},
+        "unconv": {"chunk_size": 7, "max_iter": 1},
         "n": 17,
     }
     fit = {**FIT, "batch_size": FIT["batch_size"] // 2}  # the same global batch on 2 ranks
@@ -365,24 +413,21 @@ def test_two_process_ddp_training_and_sharded_queries(fitted, tmp_path):
     # both ranks start at once, as torchrun would start them (Lightning reads the variables)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2")
-    ranks = [
-        subprocess.Popen(
-            [sys.executable, str(HERE / "lightning_ddp_job.py"), str(tmp_path)],
-            env={**env, "LOCAL_RANK": str(rank), "NODE_RANK": "0"},
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in range(2)
-    ]
-    try:
-        errors = [p.communicate(timeout=240)[1] for p in ranks]
-    finally:
-        for p in ranks:
-            p.kill()
-    assert [p.returncode for p in ranks] == [0, 0], "\n".join(e[-3000:] for e in errors)
+    codes, logs = _run_ranks(
+        [sys.executable, str(HERE / "lightning_ddp_job.py"), str(tmp_path)], env, tmp_path
+    )
+    assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
     out = torch.load(tmp_path / "ddp.pt", weights_only=False)
+
+    # the chunks' warnings come once, from rank 0 (an undrained stderr pipe of rank 1 once
+    # filled up with them and hung the job); the flags are in every rank's result
+    chunk = re.compile(r": units \d+\.\.\d+ \(chunk ")
+    warned = [[line for line in log.splitlines() if chunk.search(line)] for log in logs]
+    assert not warned[1], logs[1][-3000:]
+    unconverged = [line for line in warned[0] if "did not meet the antecedent" in line]
+    assert len(unconverged) == 1 and "units 0..6 (chunk 0): 7 of 7 units" in unconverged[0]
+    assert "and 1 more chunks: 5 of 5 chunks]" in unconverged[0], logs[0][-3000:]
+    assert not out["unconverged"].sample_stats["converged"].any()
 
     # DDP training reaches the single-process validation loss within 2 %
     best, best_single = out["history"].groupby("node").val.min(), single.groupby("node").val.min()
@@ -398,6 +443,36 @@ def test_two_process_ddp_training_and_sharded_queries(fitted, tmp_path):
     _equal(out["sample"], ps.sharded.sample(scm, 17, {"x": 0.5}, chunk_size=7))
     assert torch.equal(out["backtrack"].factual["x"], f["x"].to(torch.float32))
     assert out["counterfactual"].num_units == 30
+
+
+def _run_ranks(command: list[str], env: dict, folder: Path, timeout: float = 240) -> tuple:
+    """Start 2 ranks at once, stderr to files; kill both when one fails or time runs out."""
+    paths = [folder / f"rank-{rank}.log" for rank in range(2)]
+    ranks = []
+    for rank, path in enumerate(paths):
+        with path.open("w") as log:
+            ranks.append(
+                subprocess.Popen(
+                    command,
+                    env={**env, "LOCAL_RANK": str(rank), "NODE_RANK": "0"},
+                    cwd=folder,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                )
+            )
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            codes = [p.poll() for p in ranks]
+            if all(c == 0 for c in codes) or any(c not in (None, 0) for c in codes):
+                break
+            time.sleep(0.2)
+    finally:
+        for p in ranks:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    return [p.returncode for p in ranks], [path.read_text() for path in paths]
 
 
 def test_pyro_scm_imports_without_lightning():

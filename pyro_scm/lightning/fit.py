@@ -14,6 +14,7 @@ from ..errors import DataError
 from ..handlers import as_mechanism
 from .data import SCMDataModule
 from .module import SCMModule
+from .strategy import check_trainer
 
 __all__ = ["fit"]
 
@@ -60,9 +61,10 @@ def fit(
 
     Raises:
         DataError: a bad option or data, ``epochs`` or ``progress`` given (the Trainer's).
+        ArgumentError: an unsupported strategy (FSDP, DeepSpeed, DDP by spawn or fork; see
+            :mod:`pyro_scm.lightning.strategy`).
     """
-    if not isinstance(trainer, L.Trainer):
-        raise DataError(f"trainer must be a lightning.Trainer, not {type(trainer).__name__}")
+    check_trainer(trainer, "fit")
     if epochs is not None or progress is not None:
         raise DataError(
             "with a trainer, epochs are the Trainer's max_epochs and the progress bar is its "

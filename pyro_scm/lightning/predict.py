@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import DataError
 from ..results import QueryResult
 from ..sharded import ShardedQuery, categorical_nodes, merge, run_chunk, slice_chunk
+from .strategy import check_trainer
 
 __all__ = ["QueryModule", "ShardWriter", "merge_shards", "run_sharded"]
 
@@ -117,13 +118,17 @@ def _to_cpu(obj):
 
 
 def merge_shards(
-    folder: str | os.PathLike, interventions: Mapping[str, object] | None = None
+    folder: str | os.PathLike,
+    interventions: Mapping[str, object] | None = None,
+    *,
+    warn: bool = True,
 ) -> QueryResult:
     """Read the shards a :class:`ShardWriter` wrote into one :class:`QueryResult`, in unit order.
 
     Args:
         folder: the shard folder (``manifest.json`` and ``chunk-*.pt``).
         interventions: callable interventions of the query, put into the result as given.
+        warn: raise the chunks' warnings again (see :func:`pyro_scm.sharded.merge`).
 
     Raises:
         DataError: no manifest, or a chunk missing or from another query.
@@ -137,7 +142,9 @@ def merge_shards(
         torch.load(p, map_location="cpu", weights_only=True)
         for p in sorted(folder.glob("chunk-*.pt"))
     ]
-    return merge(query, payloads, categorical=info["categorical"], interventions=interventions)
+    return merge(
+        query, payloads, categorical=info["categorical"], interventions=interventions, warn=warn
+    )
 
 
 def run_sharded(
@@ -152,6 +159,9 @@ def run_sharded(
 ) -> QueryResult:
     """Answer ``query``'s chunks on ``trainer``'s ranks and merge them (on every rank).
 
+    Every rank returns the whole result; the chunks' warnings are raised again on rank 0 only
+    (Lightning's convention: one copy of each message), the flags are in every rank's result.
+
     Args:
         scm: the model (moved to each rank's device by the Trainer).
         query, factual, actions: a plan from :mod:`pyro_scm.sharded` (CPU tensors).
@@ -160,8 +170,7 @@ def run_sharded(
             works when all ranks share one file system and is removed after the merge).
         num_workers: DataLoader workers that cut the chunks.
     """
-    if not isinstance(trainer, L.Trainer):
-        raise DataError(f"trainer must be a lightning.Trainer, not {type(trainer).__name__}")
+    check_trainer(trainer, "a sharded query")
     if query.num_chunks < trainer.world_size:
         raise DataError(
             f"{query.num_chunks} chunks of {query.units} units cannot give each of "
@@ -186,7 +195,7 @@ def run_sharded(
     finally:
         trainer.callbacks.remove(writer)
     try:
-        return merge_shards(folder, callables)
+        return merge_shards(folder, callables, warn=trainer.is_global_zero)
     finally:
         if temporary:
             shutil.rmtree(folder, ignore_errors=True)
