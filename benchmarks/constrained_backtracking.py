@@ -79,7 +79,7 @@ def problem(name: str):
         scm = LinearSCM()
         return scm, FACT, {"y": 1.2}, ["x", "y"]
     torch.manual_seed(0)
-    scm = FlowSCM().eval()
+    scm = FlowSCM().eval().mark_fitted()  # untrained weights, declared on purpose
     f = {k: v[:1, 0] for k, v in scm.sample(1).values.items()}
     return scm, f, {"b": f["b"] + 1.0}, ["a", "b"]
 
