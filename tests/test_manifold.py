@@ -309,6 +309,23 @@ def test_rattle_step_starts_its_projections_on_the_tangent_plane():
     assert target.residual(new["z"]).abs().max() <= 1e-6
 
 
+def test_chmc_default_is_two_rattle_steps_per_draw(monkeypatch):
+    # each RATTLE step computes one Jacobian; setup and the first state one each
+    calls = []
+    jacobian = ManifoldTarget.jacobian
+    monkeypatch.setattr(
+        ManifoldTarget, "jacobian", lambda self, z: calls.append(1) or jacobian(self, z)
+    )
+    f = {"x": [0.3], "y": [0.2], "z": [-0.1]}
+    with pytest.warns(ps.infer.SamplerWarning):  # three draws cannot have converged
+        Linear().backtrack(f, {"y": 1.2}, method="chmc", num_samples=3, warmup=0)
+    assert len(calls) == 2 + 3 * 2
+    calls.clear()
+    with pytest.warns(ps.infer.SamplerWarning):
+        Linear().backtrack(f, {"y": 1.2}, method="chmc", num_samples=3, warmup=0, num_steps=4)
+    assert len(calls) == 2 + 3 * 4
+
+
 class Bent(ps.SCM):
     """x = u_x; y = tanh(4 x) + 0.1 x + 0.3 u_y: a sharply curved constraint."""
 

@@ -267,7 +267,7 @@ class ConstrainedHMC(_ConstrainedKernel):
         self,
         target: ManifoldTarget,
         step_size: float = 0.3,
-        num_steps: int = 5,
+        num_steps: int = 2,
         tol: float = 1e-5,
         max_newton: int = 30,
         adapt_step_size: bool = True,
