@@ -8,8 +8,9 @@ thicker or thinner by the true Morpho-MNIST equations, then, on held-out digits,
 - an interventional counterfactual, do(intensity = dim): the digit's thickness stays, only the
   image's intensity changes;
 - a backtracking counterfactual with the antecedent intensity = dim, by mode DeepBC and by a
-  Langevin-type sampler (MALA by default): the intensity is explained by changing its cause,
-  so thickness moves.
+  sampler (``method="auto"`` by default: constrained HMC on the antecedent manifold; the
+  relaxed MALA adapts to steps of 10⁻⁴-10⁻² there and its chains barely move): the intensity is
+  explained by changing its cause, so thickness moves.
 
 The image mechanism is the best by ``benchmarks/image_benchmark.py`` unless ``--image`` says
 otherwise. With ``+res``, counterfactual images are decoded with the VAE's residual (deepscm
@@ -43,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of the main job."""
     parser = _common.parser(__doc__, "small model and data (about 1 min)")
     parser.add_argument("--units", type=int, default=8, help="held-out digits to query")
-    parser.add_argument("--sampler", choices=SAMPLERS, default="mala", help="stochastic DeepBC")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="auto", help="stochastic DeepBC")
     parser.add_argument("--intensity", type=float, default=110.0, help="the antecedent/do value")
     parser.add_argument("--thickness", type=float, default=4.0, help="do(thickness) value")
     parser.add_argument(

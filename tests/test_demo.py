@@ -43,8 +43,9 @@ def test_console_command_arguments(capsys):
 def test_main_job_quick_writes_every_query(tmp_path):
     from pyro_scm.inference import morpho_demo
 
+    # MALA keeps this test fast; the default sampler (auto: constrained HMC) is checked below
     args = ["--quick", "--epochs", "1", "--units", "2", "--out", str(tmp_path), "--no-progress"]
-    metrics = morpho_demo.main(args)
+    metrics = morpho_demo.main([*args, "--sampler", "mala"])
     for name in ("interventional", "counterfactual", "backtrack_mode", "backtrack_mala"):
         idata = az.from_netcdf(str(tmp_path / f"{name}.nc"))
         assert "image" in idata.posterior and "thickness" in idata.posterior
@@ -62,6 +63,12 @@ def test_main_job_quick_writes_every_query(tmp_path):
     # the interventional counterfactual keeps intensity's cause; backtracking moves it
     assert metrics["interventional CF: |thickness change|"] == 0
     assert metrics["backtracking (mode): |thickness change|"] > 0
+
+
+def test_main_job_samples_backtracking_on_the_antecedent_manifold_by_default():
+    from pyro_scm.inference import morpho_demo
+
+    assert morpho_demo.parse_args([]).sampler == "auto"
 
 
 def test_main_job_rejects_bad_arguments(capsys):

@@ -267,6 +267,65 @@ def test_projection_and_rattle_steps_are_reversible():
     assert not done.any()
 
 
+def _rattle_setup(scm, f, antecedent, step=0.3, chains=3):
+    rf = ReducedForm(scm, f, antecedent)
+    sol = solve_linearized(rf, SquaredL2())
+    target = ManifoldTarget(rf, SquaredL2())
+    kernel = ConstrainedHMC(target, step_size=step, num_steps=1, tol=1e-6)
+    kernel.initial_params = {"z": sol.z.expand(chains, *sol.z.shape).clone()}
+    kernel.setup(0)
+    z = kernel.initial_params["z"]
+    state = kernel._state(z)
+    from pyro_scm.infer.manifold import tangent
+
+    torch.manual_seed(1)
+    p = tangent(torch.randn_like(z), state["J"])
+    h = torch.full(z.shape[:2], step)
+    return target, kernel, state, p, h
+
+
+def test_rattle_step_starts_its_projections_on_the_tangent_plane():
+    # the step lands where the textbook RATTLE position update q + h (p + ½ h ∇log p) does,
+    # projected along J(q)ᵀ: the gradient's normal part only shifts the multiplier
+    scm, f = _flow_factual()
+    target, kernel, state, p, h = _rattle_setup(scm, f, {"c": f["c"] + 0.3}, step=0.1)
+    ok = torch.ones(h.shape, dtype=torch.bool)
+    new, _, good, _ = kernel.step(state, p, h, ok)
+    assert good.all()
+    y = state["z"] + h[..., None] * (p + 0.5 * h[..., None] * state["g"])
+    ref, done = project(target.residual, y, state["J"], 1e-6, 50)
+    assert done.all()
+    torch.testing.assert_close(new["z"], ref, atol=1e-4, rtol=0)
+    # on an affine constraint a tangent start is already on M: one residual per projection
+    # (forward and reverse), where a start off the tangent plane needs two each
+    lin = Linear()
+    fl = {k: torch.tensor([0.3, -0.2]) for k in ("x", "y", "z")}
+    target, kernel, state, p, h = _rattle_setup(lin, fl, {"y": torch.tensor([1.0, 0.5])})
+    calls = []
+    residual = target.residual
+    target.residual = lambda z: calls.append(1) or residual(z)
+    new, _, good, _ = kernel.step(state, p, h, torch.ones(h.shape, dtype=torch.bool))
+    assert good.all() and len(calls) == 2
+    assert target.residual(new["z"]).abs().max() <= 1e-6
+
+
+def test_chmc_default_is_two_rattle_steps_per_draw(monkeypatch):
+    # each RATTLE step computes one Jacobian; setup and the first state one each
+    calls = []
+    jacobian = ManifoldTarget.jacobian
+    monkeypatch.setattr(
+        ManifoldTarget, "jacobian", lambda self, z: calls.append(1) or jacobian(self, z)
+    )
+    f = {"x": [0.3], "y": [0.2], "z": [-0.1]}
+    with pytest.warns(ps.infer.SamplerWarning):  # three draws cannot have converged
+        Linear().backtrack(f, {"y": 1.2}, method="chmc", num_samples=3, warmup=0)
+    assert len(calls) == 2 + 3 * 2
+    calls.clear()
+    with pytest.warns(ps.infer.SamplerWarning):
+        Linear().backtrack(f, {"y": 1.2}, method="chmc", num_samples=3, warmup=0, num_steps=4)
+    assert len(calls) == 2 + 3 * 4
+
+
 class Bent(ps.SCM):
     """x = u_x; y = tanh(4 x) + 0.1 x + 0.3 u_y: a sharply curved constraint."""
 

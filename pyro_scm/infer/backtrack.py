@@ -102,8 +102,8 @@ def backtrack(
         step_size: initial step size, > 0 (Langevin/MALA default 1e-3, HMC 0.1, NUTS 0.01;
             adapted during warmup except for unadjusted Langevin).
         num_steps: leapfrog steps per draw of HMC (default 10) or RATTLE steps of constrained
-            HMC (default 3), 1 to 1024 (each costs one gradient, or one Jacobian and two
-            projections).
+            HMC (default 2, about half a period of a Gaussian posterior at the adapted step),
+            1 to 1024 (each costs one gradient, or one Jacobian and two projections).
         max_tree_depth: NUTS tree depth cap, 1 to 10 (at most 2^depth − 1 leapfrog steps per
             draw).
         temperature: softmax temperature of relaxed categorical nodes.
@@ -212,7 +212,7 @@ def backtrack(
     if method in CONSTRAINED:
         manifold = ManifoldTarget(rf, distance, prior)
         kind = ConstrainedHMC if method == "chmc" else ConstrainedMALA
-        extra = {"num_steps": num_steps or 3} if method == "chmc" else {}
+        extra = {"num_steps": num_steps or 2} if method == "chmc" else {}
         kernel = kind(manifold, step_size=step_size or 0.3, tol=tol / 2, **extra)
         init = {"z": sol.z.expand(C, *sol.z.shape).clone()}
         draws, stats = sample_kernel(kernel, init, S, warmup, progress)
