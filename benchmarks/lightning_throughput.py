@@ -14,7 +14,7 @@ each process count the ranks start at once (torchrun-style variables) and run th
   of the 10 mechanisms has a fixed cost (~90 ms in one thread: Pyro's trace, zuko's splines,
   autograd, Adam, whatever the batch) that every rank pays in full, plus ~0.04 ms per unit; only
   the per-unit part is divided among the ranks. At a global batch B the ceiling of the ratio is
-  (90 + 0.04 B) / (90 + 0.02 B): 1.1x at B = 512, 1.8x at B = 16,384.
+  (90 + 0.04 B) / (90 + 0.02 B): 1.1x at B = 512, 1.8x at B = 16,384, 1.9x at B = 32,768.
 - sharded queries under ``Trainer.predict`` (shards written, merged on every rank): the
   counterfactual do(x1 := 0.5) as the library answers it by default (with the extrapolation
   scores) and with ``extrapolation=False``, and mode backtracking (antecedent x4 := x4 + 0.5);
@@ -62,7 +62,7 @@ SIZES = {
         "bt_chunk": 8,
     },
     "cpu": {
-        "train": [("large batch", 131_072, 5, 16_384), ("small batch", 16_000, 3, 512)],
+        "train": [("large batch", 131_072, 5, 32_768), ("small batch", 16_000, 3, 512)],
         "hidden": [64, 64],
         "cf_units": 160_000,
         "cf_chunk": 20_000,
