@@ -117,7 +117,7 @@ class ParentSupport(nn.Module):
 
     @torch.no_grad()
     def pvalue(self, context: Tensor, chunk: int = 4096) -> Tensor:
-        """Conformal p-value of parents ``(*batch, d)`` -> ``(*batch,)``."""
+        """Conformal p-value of parents ``(*batch, d)`` -> ``(*batch,)`` (0 where non-finite)."""
         batch = context.shape[:-1]
         z = (context.reshape(-1, self.features).to(self.loc) - self.loc) @ self.whiten.T
         if self.features == 1 and self.reference.shape[0] >= 2 * self.k:
@@ -136,7 +136,10 @@ class ParentSupport(nn.Module):
         top = self.scores[int(0.95 * (m - 1)) :]
         scale = (top - top[0]).mean().clamp_min(1e-12)
         beyond = (s - self.scores[-1]).clamp_min(0.0)
-        return (p * torch.exp(-beyond / scale)).reshape(batch)
+        p = p * torch.exp(-beyond / scale)
+        # a non-finite parent (a diverged upstream value) is off every support, never in it
+        p = torch.where(torch.isfinite(z).all(-1), p, torch.zeros_like(p))
+        return p.reshape(batch)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in ("loc", "whiten", "reference", "scores"):

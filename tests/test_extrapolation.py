@@ -50,6 +50,16 @@ def test_one_feature_pvalues_are_uniform_in_distribution_and_tiny_far_away():
     assert bool((far < 1 / (m + 1)).all()) and far[2] < far[1]
 
 
+@pytest.mark.parametrize("d", [1, 2])
+def test_non_finite_parents_get_p_zero(d):
+    support = ParentSupport(d)
+    support.fit(_gaussian(500, 0, d=d))
+    query = torch.zeros(3, d)
+    query[1, 0], query[2, -1] = float("nan"), float("inf")
+    p = support.pvalue(query)
+    assert p[0] > ALPHA and p[1] == 0 and p[2] == 0
+
+
 @pytest.mark.parametrize("m, k", [(2000, 10), (20, 10), (57, 3), (300, 1)])
 def test_one_feature_window_search_is_the_brute_force_distance(m, k):
     g = torch.Generator().manual_seed(m + k)
