@@ -212,7 +212,7 @@ def backtrack(
     if method in CONSTRAINED:
         manifold = ManifoldTarget(rf, distance, prior)
         kind = ConstrainedHMC if method == "chmc" else ConstrainedMALA
-        extra = {"num_steps": num_steps or 2} if method == "chmc" else {}
+        extra = {"num_steps": num_steps} if method == "chmc" and num_steps else {}
         kernel = kind(manifold, step_size=step_size or 0.3, tol=tol / 2, **extra)
         init = {"z": sol.z.expand(C, *sol.z.shape).clone()}
         draws, stats = sample_kernel(kernel, init, S, warmup, progress)
