@@ -106,11 +106,14 @@ METHOD_KEYS = {
 }
 
 
-def make_methods(settings: Settings, peers: dict, syn, only: set[str] | None = None) -> list:
+def make_methods(
+    settings: Settings, peers: dict, syn, only: set[str] | None = None, workers: int | None = None
+) -> list:
     """The methods run on ``syn`` (true model only for additive SCMs; DoWhy scalar nodes only).
 
     ``only``: keys of :data:`METHOD_KEYS` to keep (None: all but ``nsf0``, NSF with fit's
     defaults before issue 15). ChiRho reuses the NSF model, so it needs ``nsf`` too.
+    ``workers``: processes of ``auto``'s selection (None: the library's default).
     """
     fit = {
         "epochs": settings.epochs,
@@ -123,7 +126,8 @@ def make_methods(settings: Settings, peers: dict, syn, only: set[str] | None = N
     nsf = PyroSCMMethod("nsf", fit_kwargs=fit, **build)
     v01 = {"epochs": 100, "patience": 10, "lr_decay": None}  # fit's defaults before issue 15
     methods = [
-        PyroSCMMethod("auto"),  # library defaults: from_graph(graph, data).fit(data)
+        # library defaults: from_graph(graph, data).fit(data)
+        PyroSCMMethod("auto", fit_kwargs={} if workers is None else {"workers": workers}),
         PyroSCMMethod("nsf", fit_kwargs=v01, name="pyro_scm-nsf[v0.1 defaults]"),
         nsf,
         PyroSCMMethod("locscale", fit_kwargs=fit, hidden=settings.hidden),
@@ -161,14 +165,20 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
-def run_dcm(config: dict, peers: dict, log=print, only: set[str] | None = None) -> list[dict]:
+def run_dcm(
+    config: dict,
+    peers: dict,
+    log=print,
+    only: set[str] | None = None,
+    workers: int | None = None,
+) -> list[dict]:
     """Every (SCM, method, seed) of the mode; one summary record per (SCM, method)."""
     records = []
     for name, variant in config["scms"]:
         syn = load_synthetic(name, variant)
         runs: dict[str, list[dict]] = {}
         for seed in config["seeds"]:
-            for method in make_methods(config["settings"], peers, syn, only):
+            for method in make_methods(config["settings"], peers, syn, only, workers):
                 start = time.perf_counter()
                 result = evaluate(method, syn, seed, config["settings"])
                 runs.setdefault(method.name, []).append(result)
@@ -368,6 +378,11 @@ def main(argv: list[str] | None = None) -> dict:
         "--first-seed", type=int, default=0, help="with --seeds: start at this seed"
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        help="processes of auto's mechanism selection (default: the library's, one per CPU)",
+    )
+    parser.add_argument(
         "--methods",
         help=f"comma-separated subset of {', '.join(METHOD_KEYS.values())} (chirho needs nsf)",
     )
@@ -398,7 +413,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not state.startswith("ok"):
             print(f"peer {name}: {state}; its benchmarks are skipped")
     start = time.perf_counter()
-    records = run_dcm(config, peers, only=only)
+    records = run_dcm(config, peers, only=only, workers=args.workers)
     result = {
         "mode": f"{mode} (slice)" if narrowed else mode,
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
@@ -406,6 +421,7 @@ def main(argv: list[str] | None = None) -> dict:
         "peers": peers,
         "settings": config["settings"].as_dict(),
         "seeds": config["seeds"],
+        "workers": args.workers,
         "dcm": records,
         "comparison": comparison(records),
     }

@@ -18,6 +18,7 @@ model gets the identifiable counterfactual right where a flow only matches the d
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Mapping, Sequence
 
@@ -28,10 +29,12 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .data import to_node_tensors
-from .errors import DataError, MechanismError, UnknownNodeError
+from .errors import ArgumentError, DataError, MechanismError, UnknownNodeError
 from .extrapolation import parent_context
-from .fitting import _EarlyStopping, _param_groups, prepare
+from .fitting import _EarlyStopping, _param_groups, adam, prepare
 from .handlers import as_mechanism
+from .validation import check_count
+from .workers import fork_map, fork_safe, usable_workers
 
 __all__ = ["CANDIDATE_KINDS", "KINDS", "select_mechanisms"]
 
@@ -106,6 +109,7 @@ def select_mechanisms(
     max_decays: int = 3,
     tolerance: float = 1.0,
     budget_s: float | None = None,
+    workers: int | None = None,
     seed: int | None = 0,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -131,6 +135,10 @@ def select_mechanisms(
             simpler kind is preferred to the best one (0: the best held-out log-likelihood).
         budget_s: stop training after this many seconds (every candidate keeps its best
             weights so far); None: no limit.
+        workers: processes that train the candidates side by side (each candidate trains
+            independently, so the result is the same for any number); None: one per CPU this
+            process may use, up to the number of candidates, on CPU under Linux (see
+            :mod:`pyro_scm.workers`), else 1.
 
     Returns:
         the history, one row per (epoch, node, kind): ``epoch``, ``node``, ``kind``, ``train``,
@@ -144,9 +152,16 @@ def select_mechanisms(
     specs = scm.specs
     kinds = tuple(kinds) if not isinstance(kinds, str) else kinds
     _check(kinds, nodes, specs, epochs, batch_size, val_fraction, tolerance, budget_s)
+    check_count("workers", workers, allow_none=True)
     if lr_decay is not None and not (0 < lr_decay < 1 and max_decays >= 0):
         raise DataError(f"needs 0 < lr_decay < 1 and max_decays >= 0, got {lr_decay}, {max_decays}")
     like = scm._like()
+    if workers is not None and workers > 1 and not fork_safe(like.device):
+        raise ArgumentError(
+            f"workers={workers} trains in forked processes, which needs CPU tensors on Linux "
+            f"outside a daemon process; the model is on {like.device} on {sys.platform} "
+            "(use workers=1)"
+        )
     values = to_node_tensors(data, specs, where="training data", like=like)
     units = next(iter(values.values())).shape[0]
     device = next(iter(values.values())).device
@@ -158,7 +173,6 @@ def select_mechanisms(
         raise DataError(f"{units} units are too few for a validation split of {val_fraction}")
     train = {k: v[perm[n_val:]] for k, v in values.items()}
     val = {k: v[perm[:n_val]] for k, v in values.items()}
-    n_train = units - n_val
     selected = [n for n in (nodes or specs) if specs[n].num_classes is None]
     prepare(scm, train)
     sites, val_sites = _sites(scm, train), _sites(scm, val)
@@ -184,61 +198,24 @@ def select_mechanisms(
             candidates[f"{node}/{kind}"] = cand
             owner[f"{node}/{kind}"] = (node, kind)
 
-    optimizer = torch.optim.Adam(_param_groups(candidates), lr=lr, weight_decay=weight_decay)
-    stopper = _EarlyStopping(candidates, patience, optimizer, lr_decay, max_decays)
-    failed: set[str] = set()
-    history: list[dict] = []
-    steps = math.ceil(n_train / batch_size)
+    new = [k for k in candidates if owner[k][0] in selected]
+    shares = _shares(candidates, new, workers, usable_workers(torch.device(like.device)))
     start = time.perf_counter()
-    bar = tqdm(range(epochs), desc="select", disable=not progress, leave=False)
-    for epoch in bar:
-        for m in candidates.values():
-            m.train()
-        order = torch.randperm(n_train, generator=generator).to(device)
-        sums = dict.fromkeys(stopper.active, 0.0)
-        for step in range(steps):
-            idx = order[step * batch_size : (step + 1) * batch_size]
-            total = 0.0
-            for key in stopper.active:
-                node, _ = owner[key]
-                loss = (
-                    candidates[key](*_rows(sites[node][1], idx, n_train))
-                    .loss(train[node][idx])
-                    .mean()
-                )
-                total = total + loss
-                sums[key] = sums[key] + loss.detach() / steps
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-        for m in candidates.values():
-            m.eval()
-        with torch.no_grad():
-            for key, train_loss in sums.items():
-                node, kind = owner[key]
-                cand = candidates[key]
-                val_loss = float(cand(*val_sites[node][1]).loss(val[node]).mean())
-                train_loss = float(train_loss)
-                history.append(
-                    {
-                        "epoch": epoch,
-                        "node": node,
-                        "kind": kind,
-                        "train": train_loss,
-                        "val": val_loss,
-                    }
-                )
-                if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-                    failed.add(key)  # keeps its best weights so far; scored below
-                    stopper.active.remove(key)
-                else:
-                    stopper.update(key, val_loss)
-        bar.set_postfix(active=len(stopper.active))
-        over = budget_s is not None and time.perf_counter() - start > budget_s
-        if not stopper.active or over:
-            break
-    bar.close()
-    stopper.restore()
+    loop = _Loop(
+        candidates, owner, sites, train, val_sites, val, generator.get_state(), device,
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        patience=patience, lr_decay=lr_decay, max_decays=max_decays, budget_s=budget_s,
+        start=start, progress=progress,
+    )  # fmt: skip
+    results = fork_map(loop, list(enumerate(shares)))
+    history: list[dict] = []
+    for index, (rows, states) in enumerate(results):
+        history += rows
+        if index > 0:  # trained in a child: its best weights come back
+            for key, state in states.items():
+                candidates[key].load_state_dict(state)
+    rank = {key: i for i, key in enumerate(candidates)}
+    history.sort(key=lambda row: (row["epoch"], rank[f"{row['node']}/{row['kind']}"]))
 
     summary = {}
     with torch.no_grad():
@@ -260,6 +237,95 @@ def select_mechanisms(
     frame.attrs["seconds"] = time.perf_counter() - start
     frame.attrs["budget_hit"] = budget_s is not None and frame.attrs["seconds"] > budget_s
     return frame
+
+
+#: relative cost of one training step of a candidate kind, for sharing the work between workers
+_COST = {"nsf": 4, "maf": 4}
+
+
+def _shares(
+    candidates: Mapping[str, nn.Module], new: Sequence[str], workers: int | None, usable: int
+) -> list[list[str]]:
+    """Split the candidate keys between ``workers`` processes (None: as many as are usable and
+    useful), heaviest first onto the lightest share. Only new candidates move to other
+    processes: the program's own mechanisms may share parameters, so they stay in share 0."""
+    n = min(usable, len(new)) if workers is None else min(workers, max(1, len(new)))
+    shares: list[list[str]] = [[k for k in candidates if k not in new]] + [[] for _ in range(n - 1)]
+    load = [len(shares[0])] + [0] * (n - 1)
+    for key in sorted(new, key=lambda k: -_COST.get(k.rpartition("/")[2], 1)):
+        i = min(range(n), key=load.__getitem__)
+        shares[i].append(key)
+        load[i] += _COST.get(key.rpartition("/")[2], 1)
+    rank = {k: i for i, k in enumerate(candidates)}
+    return [sorted(s, key=rank.__getitem__) for s in shares if s] or [[]]
+
+
+class _Loop:
+    """The training loop over some candidates (one share): each with its own Adam group,
+    learning-rate decay and early stopping; returns the history rows and the best weights."""
+
+    def __init__(self, candidates, owner, sites, train, val_sites, val, rng, device, **settings):
+        self.candidates, self.owner, self.sites, self.train = candidates, owner, sites, train
+        self.val_sites, self.val, self.rng, self.device = val_sites, val, rng, device
+        self.s = settings
+
+    def __call__(self, share: tuple[int, list[str]]) -> tuple[list[dict], dict[str, dict]]:
+        index, keys = share
+        s, owner, sites, train = self.s, self.owner, self.sites, self.train
+        mine = {k: self.candidates[k] for k in keys}
+        if not mine:
+            return [], {}
+        generator = torch.Generator(device="cpu")
+        generator.set_state(self.rng)  # every share draws the same mini-batches
+        n_train = next(iter(train.values())).shape[0]
+        optimizer = adam(_param_groups(mine), lr=s["lr"], weight_decay=s["weight_decay"])
+        stopper = _EarlyStopping(mine, s["patience"], optimizer, s["lr_decay"], s["max_decays"])
+        history: list[dict] = []
+        steps = math.ceil(n_train / s["batch_size"])
+        bar = tqdm(range(s["epochs"]), desc="select", disable=not s["progress"] or index > 0)
+        for epoch in bar:
+            for m in mine.values():
+                m.train()
+            order = torch.randperm(n_train, generator=generator).to(self.device)
+            sums = dict.fromkeys(stopper.active, 0.0)
+            for step in range(steps):
+                idx = order[step * s["batch_size"] : (step + 1) * s["batch_size"]]
+                total = 0.0
+                for key in stopper.active:
+                    node, _ = owner[key]
+                    parents = _rows(sites[node][1], idx, n_train)
+                    loss = mine[key](*parents).loss(train[node][idx]).mean()
+                    total = total + loss
+                    sums[key] = sums[key] + loss.detach() / steps
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+            for m in mine.values():
+                m.eval()
+            with torch.no_grad():
+                for key, train_loss in sums.items():
+                    node, kind = owner[key]
+                    val_loss = float(
+                        mine[key](*self.val_sites[node][1]).loss(self.val[node]).mean()
+                    )
+                    train_loss = float(train_loss)
+                    history.append(
+                        {"epoch": epoch, "node": node, "kind": kind, "train": train_loss,
+                         "val": val_loss}
+                    )  # fmt: skip
+                    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                        stopper.active.remove(key)  # keeps its best weights so far; scored later
+                    else:
+                        stopper.update(key, val_loss)
+            bar.set_postfix(active=len(stopper.active))
+            budget = s["budget_s"]
+            if not stopper.active or (
+                budget is not None and time.perf_counter() - s["start"] > budget
+            ):
+                break
+        bar.close()
+        stopper.restore()
+        return history, {k: m.state_dict() for k, m in mine.items()}
 
 
 def _choose(scores: Mapping[str, Tensor], kinds: Sequence[str], tolerance: float) -> dict:
