@@ -3,12 +3,15 @@
 python -m benchmarks.report benchmarks/out/quick/results.json --out docs/benchmarks.md
 
 Several JSONs (slices of one mode run in parallel, see ``run.py --scm``) are merged into one page.
+Blocks of the existing page between ``<!-- kept -->`` and ``<!-- /kept -->`` (tables of other
+benchmark scripts) are carried over into the new one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -279,12 +282,29 @@ def _combine_seeds(results: list[dict]) -> list[dict]:
     return list(out.values())
 
 
+KEPT = re.compile(r"<!-- kept -->.*?<!-- /kept -->\n?", re.S)
+
+
+def carry_kept(old: str, new: str) -> str:
+    """``new`` with the hand-written blocks of ``old`` (between ``<!-- kept -->`` and
+    ``<!-- /kept -->``, e.g. the cost-floor table of ``benchmarks.speed``) put back before its
+    "## Reproduce" section, in their order."""
+    blocks = KEPT.findall(old)
+    if not blocks:
+        return new
+    head, sep, tail = new.partition("## Reproduce")
+    return head + "".join(b if b.endswith("\n") else b + "\n" for b in blocks) + "\n" + sep + tail
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", nargs="*", default=["benchmarks/out/run/results.json"])
     parser.add_argument("--out", default="docs/benchmarks.md")
     args = parser.parse_args(argv)
     text = render(merge([json.loads(Path(p).read_text()) for p in args.json]))
+    out = Path(args.out)
+    if out.exists():
+        text = carry_kept(out.read_text(), text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")

@@ -171,3 +171,12 @@ def test_report_names_the_scms_run_with_fewer_seeds():
         report._seeds({"seeds": [0, 1, 2], "dcm": records}) == "[0, 1, 2] (fewer seeds on b[v]: 1)"
     )
     assert report._seeds({"seeds": [0], "dcm": records[1:]}) == "[0]"
+
+
+def test_report_carries_the_kept_blocks_of_the_old_page_before_reproduce():
+    old = "# B\n\nold table\n<!-- kept -->\n### Floor\n| a |\n<!-- /kept -->\n\n## Reproduce\nx\n"
+    new = "# B\n\nnew table\n\n## Reproduce\ny\n"
+    text = report.carry_kept(old, new)
+    kept = "<!-- kept -->\n### Floor\n| a |\n<!-- /kept -->\n"
+    assert text == "# B\n\nnew table\n\n" + kept + "\n## Reproduce\ny\n"
+    assert report.carry_kept("no blocks", new) == new
