@@ -145,7 +145,9 @@ def select_mechanisms(
         ``val``; ``history.attrs["selection"]`` holds node -> ``{"kind", "scores", "se"}``
         (mean held-out log-likelihood per kind, in nats per unit, and the standard error of
         the chosen kind's difference to the best). The same dict is each node's ``selection``
-        attribute in ``scm.graph`` and ``scm.selection``.
+        attribute in ``scm.graph`` and ``scm.selection``. ``attrs["seconds"]`` is the wall
+        time of the training and ``attrs["worker_cpu_s"]`` the CPU seconds of each worker
+        process (the longest bounds the wall time when every worker has a core of its own).
     """
     from .mechanisms.factory import make_mechanism
 
@@ -209,7 +211,7 @@ def select_mechanisms(
     )  # fmt: skip
     results = fork_map(loop, list(enumerate(shares)))
     history: list[dict] = []
-    for index, (rows, states) in enumerate(results):
+    for index, (rows, states, _) in enumerate(results):
         history += rows
         if index > 0:  # trained in a child: its best weights come back
             for key, state in states.items():
@@ -235,6 +237,7 @@ def select_mechanisms(
     frame = pd.DataFrame(history, columns=["epoch", "node", "kind", "train", "val"])
     frame.attrs["selection"] = summary
     frame.attrs["seconds"] = time.perf_counter() - start
+    frame.attrs["worker_cpu_s"] = [cpu for _, _, cpu in results]
     frame.attrs["budget_hit"] = budget_s is not None and frame.attrs["seconds"] > budget_s
     return frame
 
@@ -262,19 +265,21 @@ def _shares(
 
 class _Loop:
     """The training loop over some candidates (one share): each with its own Adam group,
-    learning-rate decay and early stopping; returns the history rows and the best weights."""
+    learning-rate decay and early stopping; returns the history rows, the best weights and the
+    CPU seconds the share took."""
 
     def __init__(self, candidates, owner, sites, train, val_sites, val, rng, device, **settings):
         self.candidates, self.owner, self.sites, self.train = candidates, owner, sites, train
         self.val_sites, self.val, self.rng, self.device = val_sites, val, rng, device
         self.s = settings
 
-    def __call__(self, share: tuple[int, list[str]]) -> tuple[list[dict], dict[str, dict]]:
+    def __call__(self, share: tuple[int, list[str]]) -> tuple[list[dict], dict[str, dict], float]:
         index, keys = share
         s, owner, sites, train = self.s, self.owner, self.sites, self.train
+        cpu0 = time.process_time()
         mine = {k: self.candidates[k] for k in keys}
         if not mine:
-            return [], {}
+            return [], {}, 0.0
         generator = torch.Generator(device="cpu")
         generator.set_state(self.rng)  # every share draws the same mini-batches
         n_train = next(iter(train.values())).shape[0]
@@ -325,7 +330,8 @@ class _Loop:
                 break
         bar.close()
         stopper.restore()
-        return history, {k: m.state_dict() for k, m in mine.items()}
+        cpu_s = time.process_time() - cpu0
+        return history, {k: m.state_dict() for k, m in mine.items()}, cpu_s
 
 
 def _choose(scores: Mapping[str, Tensor], kinds: Sequence[str], tolerance: float) -> dict:

@@ -104,6 +104,8 @@ def test_parallel_selection_equals_one_process():
         runs.append((scm, history))
     (one, h1), (par, h3) = runs
     pd.testing.assert_frame_equal(h1, h3)
+    assert len(h1.attrs["worker_cpu_s"]) == 1 and len(h3.attrs["worker_cpu_s"]) == 3
+    assert all(t > 0 for t in h3.attrs["worker_cpu_s"])
     assert h1.attrs["selection"] == h3.attrs["selection"]
     s1, s3 = one.state_dict(), par.state_dict()
     assert s1.keys() == s3.keys() and all(torch.equal(s1[k], s3[k]) for k in s1)
