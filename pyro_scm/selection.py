@@ -38,7 +38,7 @@ from .extrapolation import parent_context
 from .fitting import _EarlyStopping, _param_groups, adam, prepare
 from .handlers import as_mechanism
 from .validation import check_count
-from .workers import fork_map, fork_safe, usable_workers
+from .workers import can_fork, fork_map, usable_workers
 
 __all__ = ["CANDIDATE_KINDS", "KINDS", "select_mechanisms"]
 
@@ -162,7 +162,7 @@ def select_mechanisms(
     if lr_decay is not None and not (0 < lr_decay < 1 and max_decays >= 0):
         raise DataError(f"needs 0 < lr_decay < 1 and max_decays >= 0, got {lr_decay}, {max_decays}")
     like = scm._like()
-    if workers is not None and workers > 1 and not fork_safe(like.device):
+    if workers is not None and workers > 1 and not can_fork(like.device):
         raise ArgumentError(
             f"workers={workers} trains in forked processes, which needs CPU tensors on Linux "
             f"outside a daemon process; the model is on {like.device} on {sys.platform} "

@@ -3,9 +3,10 @@
 Forking copies the models and data without pickling them (user-defined mechanisms need not be
 importable) and costs milliseconds. It is used only where it is safe and useful: on Linux, in a
 process that is not a daemon (those may not have children), for CPU tensors (a forked child cannot
-use an initialised CUDA context). Results travel back pickled with the standard pickler (tensors
-by value); a child's warnings are raised again here, and a child's exception is re-raised here
-with the child's traceback attached.
+use an initialised CUDA context); and by default, from Python 3.12, only in a single-threaded
+process (Python 3.12 deprecates forking a multi-threaded one; an explicit request still forks).
+Results travel back pickled with the standard pickler (tensors by value); a child's warnings are
+raised again here, and a child's exception is re-raised here with the child's traceback attached.
 """
 
 from __future__ import annotations
@@ -21,23 +22,37 @@ from typing import TypeVar
 
 import torch
 
-__all__ = ["fork_map", "fork_safe", "usable_workers"]
+__all__ = ["can_fork", "fork_map", "usable_workers"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def fork_safe(device: torch.device) -> bool:
-    """Whether work on ``device`` may run in forked children: CPU tensors, Linux, and a
-    process that is not a daemon."""
+def _os_threads() -> int:
+    """Threads of this process (Linux), 0 if unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("Threads:")), 0)
+    except OSError:
+        return 0
+
+
+def can_fork(device: torch.device) -> bool:
+    """Whether work on ``device`` can run in forked children at all: CPU tensors, Linux, and
+    a process that is not a daemon."""
     linux = sys.platform.startswith("linux")
     return device.type == "cpu" and linux and not mp.current_process().daemon
 
 
 def usable_workers(device: torch.device) -> int:
-    """How many processes :func:`fork_map` should use for work on ``device``: the CPUs this
-    process may run on where :func:`fork_safe`, else 1."""
-    return len(os.sched_getaffinity(0)) if fork_safe(device) else 1
+    """How many processes :func:`fork_map` should use by default for work on ``device``: the
+    CPUs this process may run on where :func:`can_fork`, else 1; from Python 3.12, which warns
+    when a multi-threaded process forks, 1 unless the process has a single thread."""
+    if not can_fork(device):
+        return 1
+    if sys.version_info >= (3, 12) and _os_threads() != 1:
+        return 1
+    return len(os.sched_getaffinity(0))
 
 
 def _child(fn: Callable, share: object, conn, threads: int) -> None:

@@ -12,7 +12,7 @@ import torch
 import pyro_scm as ps
 from pyro_scm.errors import ArgumentError, DataError
 from pyro_scm.selection import _shares, select_mechanisms
-from pyro_scm.workers import fork_map, fork_safe, usable_workers
+from pyro_scm.workers import can_fork, fork_map, usable_workers
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork workers: Linux only")
 
@@ -63,9 +63,9 @@ def test_fork_map_reports_a_dead_child():
 
 
 def test_usable_workers_is_one_off_cpu_and_counts_cpus_on_it():
-    assert usable_workers(torch.device("meta")) == 1 and not fork_safe(torch.device("meta"))
+    assert usable_workers(torch.device("meta")) == 1 and not can_fork(torch.device("meta"))
     if sys.platform.startswith("linux"):
-        assert usable_workers(torch.device("cpu")) >= 1 and fork_safe(torch.device("cpu"))
+        assert usable_workers(torch.device("cpu")) >= 1 and can_fork(torch.device("cpu"))
 
 
 def test_shares_split_new_candidates_by_cost_and_keep_the_programs_own():
