@@ -297,33 +297,44 @@ def test_rattle_step_starts_its_projections_on_the_tangent_plane():
     assert done.all()
     torch.testing.assert_close(new["z"], ref, atol=1e-4, rtol=0)
     # on an affine constraint a tangent start is already on M: one residual per projection
-    # (forward and reverse), where a start off the tangent plane needs two each
+    # (forward and reverse), where a start off the tangent plane needs two each; the forward
+    # projection's residual pass also gives the Jacobian at the new point
     lin = Linear()
     fl = {k: torch.tensor([0.3, -0.2]) for k in ("x", "y", "z")}
     target, kernel, state, p, h = _rattle_setup(lin, fl, {"y": torch.tensor([1.0, 0.5])})
     calls = []
-    residual = target.residual
-    target.residual = lambda z: calls.append(1) or residual(z)
+    residual = target.rf.residual
+    target.rf.residual = lambda z: calls.append(1) or residual(z)
     new, _, good, _ = kernel.step(state, p, h, torch.ones(h.shape, dtype=torch.bool))
     assert good.all() and len(calls) == 2
     assert target.residual(new["z"]).abs().max() <= 1e-6
 
 
 def test_chmc_default_is_two_rattle_steps_per_draw(monkeypatch):
-    # each RATTLE step computes one Jacobian; setup and the first state one each
-    calls = []
-    jacobian = ManifoldTarget.jacobian
+    # each draw runs num_steps RATTLE steps; on an affine constraint every step costs one
+    # residual pass (its forward projection, whose graph gives the Jacobian) and the reverse
+    # checks of all steps one batched pass: num_steps + 1 model runs per draw
+    steps, runs = [], []
+    advance = ConstrainedHMC.advance
     monkeypatch.setattr(
-        ManifoldTarget, "jacobian", lambda self, z: calls.append(1) or jacobian(self, z)
+        ConstrainedHMC, "advance", lambda self, *a: steps.append(1) or advance(self, *a)
+    )
+    residual = ReducedForm.residual
+    monkeypatch.setattr(
+        ReducedForm, "residual", lambda self, z: runs.append(z.shape[:-1]) or residual(self, z)
     )
     f = {"x": [0.3], "y": [0.2], "z": [-0.1]}
-    with pytest.warns(ps.infer.SamplerWarning):  # three draws cannot have converged
-        Linear().backtrack(f, {"y": 1.2}, method="chmc", num_samples=3, warmup=0)
-    assert len(calls) == 2 + 3 * 2
-    calls.clear()
-    with pytest.warns(ps.infer.SamplerWarning):
-        Linear().backtrack(f, {"y": 1.2}, method="chmc", num_samples=3, warmup=0, num_steps=4)
-    assert len(calls) == 2 + 3 * 4
+    for num_steps, kw in ((2, {}), (4, {"num_steps": 4})):
+        steps.clear()
+        with pytest.warns(ps.infer.SamplerWarning):  # three draws cannot have converged
+            Linear().backtrack(
+                f, {"y": 1.2}, method="chmc", num_samples=3, warmup=0, num_chains=2, **kw
+            )
+        assert len(steps) == 3 * num_steps
+        # the last draw's runs: num_steps forward passes, then one (num_steps, chains, 1) pass
+        draw = runs[-(num_steps + 1) :]
+        assert draw[:-1] == [torch.Size([2, 1])] * num_steps
+        assert draw[-1] == torch.Size([num_steps, 2, 1])
 
 
 class Bent(ps.SCM):
