@@ -131,7 +131,10 @@ def project(
     max_newton: int,
     active: Tensor | None = None,
     graph: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
-) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+    certify: Callable[[Tensor], Tensor] | None = None,
+    graph_from: int = 0,
+    info: dict | None = None,
+) -> tuple[Tensor, ...]:
     """Solve F(y + J0ᵀ a) = 0 for a by quasi-Newton from a = 0, per batch element.
 
     Args:
@@ -145,10 +148,18 @@ def project(
             :meth:`ManifoldTarget.residual_graph`); when given, every residual is evaluated
             through it and the Jacobian at the returned point comes from the last evaluation's
             graph (the point where every converged element stopped), so no extra forward pass.
+        certify: z ``(*b, D)`` -> ``(*b,)`` elements whose max |F(z)| <= tol is known without
+            evaluating F (e.g. from a first-order expansion around a known root); an iterate
+            certified after a Newton step is converged, and when every unconverged element is
+            certified no residual is evaluated.
+        graph_from: with ``graph``, evaluate the first ``graph_from`` residuals without a
+            graph (cheaper; the result is the same, at one more residual pass when the solve
+            stops earlier).
+        info: filled with ``evaluations``, the number of residual passes.
 
     Returns:
         the projected point ``(*b, D)`` and whether each element converged ``(*b,)``; with
-        ``graph`` also the Jacobian there ``(*b, M, D)``.
+        ``graph`` also the Jacobian ``(*b, M, D)`` and the residual ``(*b, M)`` there.
     """
     batch = y.shape[:-1]
     active = torch.ones(batch, dtype=torch.bool, device=y.device) if active is None else active
@@ -158,18 +169,24 @@ def project(
     a = torch.zeros(*batch, G.shape[-1], dtype=y.dtype, device=y.device)
     done = torch.zeros(batch, dtype=torch.bool, device=y.device)
     failed = ~active
-    z = y
-    leaf = r_graph = None
-    for _ in range(max_newton + 1):
+    z = at = y
+    leaf = r_graph = r = None
+    evaluations = 0
+    for k in range(max_newton + 1):
         z = y + _mtv(J0, a)  # done elements keep their a: the last evaluation is at their z
         ok = torch.isfinite(z).all(-1)
         failed = failed | ~ok
+        if certify is not None and k > 0:
+            done = done | (~failed & certify(z))
+            if not bool((~done & ~failed).any()):
+                break
         at = torch.where((ok & ~failed)[..., None], z, y.nan_to_num(0.0, 0.0, 0.0))
-        if graph is None:
-            r = residual(at)
+        if graph is None or k < graph_from:
+            r, leaf = residual(at), None
         else:
             leaf, r_graph = graph(at)
             r = r_graph.detach()
+        evaluations = k + 1
         finite = torch.isfinite(r).all(-1)
         failed = failed | ~finite
         done = done | (~failed & (r.abs().amax(-1) <= tol))
@@ -178,10 +195,15 @@ def project(
             break
         step = torch.linalg.solve(G, torch.where(todo[..., None], r, torch.zeros_like(r)))
         a = a - torch.where(todo[..., None], step, torch.zeros_like(step))
+    if graph is not None and leaf is None:  # stopped before the first graph evaluation
+        leaf, r_graph = graph(at)
+        r, evaluations = r_graph.detach(), evaluations + 1
+    if info is not None:
+        info["evaluations"] = evaluations
     if graph is None:
         return z, done & ~failed
-    J = jacobian_rows(r_graph, leaf)
-    return z, done & ~failed, torch.where(failed[..., None, None], J0, J)
+    J = torch.where(failed[..., None, None], J0, jacobian_rows(r_graph, leaf))
+    return z, done & ~failed, J, r
 
 
 def tangent(v: Tensor, J: Tensor) -> Tensor:
@@ -236,6 +258,7 @@ class _ConstrainedKernel(_BatchedKernel):
         _, J = self.target.jacobian(z)
         z, ok = project(self.target.residual, z, J, self.tol, self.max_newton)
         self.on_manifold = ok  # elements that could not start on M never move
+        self._last_evaluations = 1
         self._initial_params = {"z": z}
         self._cache = None
 
@@ -243,8 +266,8 @@ class _ConstrainedKernel(_BatchedKernel):
         if self._cache is not None and self._cache["z"] is z:
             return self._cache
         lp, g = self.target.log_p_and_grad(z)
-        _, J = self.target.jacobian(z)
-        return {"z": z, "lp": lp, "g": g, "J": J, "logvol": log_volume(J)}
+        r, J = self.target.jacobian(z)
+        return {"z": z, "r": r, "lp": lp, "g": g, "J": J, "logvol": log_volume(J)}
 
     def _finish(self, z, new, accept_prob, ok, proj_ok, state) -> dict[str, Tensor]:
         accept_prob = torch.where(ok & proj_ok & self.on_manifold, accept_prob, 0.0)
@@ -262,17 +285,48 @@ class _ConstrainedKernel(_BatchedKernel):
 
     def _move(
         self, z: Tensor, J: Tensor, v: Tensor, active: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Project z + v along J(z)ᵀ onto M: ``(z₁, ok, J(z₁))``, the Jacobian from the
-        projection's last residual pass; ``v`` is any displacement whose tangent part is the
-        move."""
-        t = self.target
-        return project(t.residual, z + v, J, self.tol, self.max_newton, active, t.residual_graph)
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Project z + v along J(z)ᵀ onto M: ``(z₁, ok, J(z₁), F(z₁) − x*)``, the Jacobian
+        from the projection's last residual pass; ``v`` is any displacement whose tangent part
+        is the move."""
+        t, info = self.target, {}
+        # the graph (for J(z₁)) is needed only at the last residual pass: skip it at the first
+        # pass unless the previous projection stopped there (a wrong guess costs time, not
+        # accuracy)
+        out = project(
+            t.residual,
+            z + v,
+            J,
+            self.tol,
+            self.max_newton,
+            active,
+            t.residual_graph,
+            graph_from=min(self._last_evaluations - 1, 1),
+            info=info,
+        )
+        self._last_evaluations = info["evaluations"]
+        return out
 
-    def _reverse_ok(self, z0: Tensor, z1: Tensor, J1: Tensor, v1: Tensor, ok: Tensor) -> Tensor:
+    def _reverse_ok(
+        self, z0: Tensor, r0: Tensor, J0: Tensor, z1: Tensor, J1: Tensor, v1: Tensor, ok: Tensor
+    ) -> Tensor:
         """Whether projecting z₁ + v₁ along J(z₁)ᵀ lands on z₀ (the reverse move exists); any
-        leading batch dims, e.g. the steps of a trajectory checked in one batched solve."""
-        back, done = project(self.target.residual, z1 + v1, J1, self.tol, self.max_newton, ok)
+        leading batch dims, e.g. the steps of a trajectory checked in one batched solve.
+
+        z₀ is a root (residual r₀, Jacobian J₀): a Newton iterate z with max |z − z₀| <= tol
+        and max |r₀ + J₀ (z − z₀)| <= tol / 2 has max |F(z)| <= tol up to the second-order
+        term ½ |∂²F| tol², so the solve stops there (at z₀, within the reverse tolerance)
+        without evaluating F at it.
+        """
+
+        def certify(z: Tensor) -> Tensor:
+            d = z - z0
+            near = d.abs().amax(-1) <= self.tol
+            return near & ((r0 + _bmv(J0, d)).abs().amax(-1) <= 0.5 * self.tol)
+
+        back, done = project(
+            self.target.residual, z1 + v1, J1, self.tol, self.max_newton, ok, certify=certify
+        )
         return ok & done & ((back - z0).abs().amax(-1) <= self.reverse_tol)
 
 
@@ -324,16 +378,16 @@ class ConstrainedHMC(_ConstrainedKernel):
         # multiplier: starting the solve from the tangent step finds the same point (one
         # residual on an affine constraint, fewer Newton iterations on a curved one)
         v = p + 0.5 * hh * tangent(state["g"], J)
-        q1, ok, J1 = self._move(q, J, hh * v, ok)
+        q1, ok, J1, r1 = self._move(q, J, hh * v, ok)
         p_half = (q1 - q) / hh
         lp1, g1 = self.target.log_p_and_grad(q1)
         p1 = tangent(p_half + 0.5 * hh * g1, J1)
-        new = {"z": q1, "lp": lp1, "g": g1, "J": J1, "logvol": log_volume(J1)}
+        new = {"z": q1, "r": r1, "lp": lp1, "g": g1, "J": J1, "logvol": log_volume(J1)}
         finite = torch.isfinite(q1).all(-1) & torch.isfinite(p1).all(-1) & torch.isfinite(lp1)
         good = ok & finite
         new = {k: torch.where(self._expand(good, v), v, state[k]) for k, v in new.items()}
         # reverse: from (q1, −p1) the position step must land on q
-        reverse = (q, q1, J1, hh * (-p1 + 0.5 * hh * tangent(g1, J1)), good)
+        reverse = (q, state["r"], J, q1, J1, hh * (-p1 + 0.5 * hh * tangent(g1, J1)), good)
         p1 = torch.where(good[..., None], p1, p)
         return new, p1, ok, finite, reverse
 
@@ -422,11 +476,11 @@ class ConstrainedMALA(_ConstrainedKernel):
         eps = self.step_size
         e = eps[..., None]
         v = self._mean(state, eps) + (2 * e).sqrt() * tangent(torch.randn_like(z), state["J"])
-        z1, ok, J1 = self._move(z, state["J"], v, self.on_manifold)
+        z1, ok, J1, r1 = self._move(z, state["J"], v, self.on_manifold)
         lp1, g1 = self.target.log_p_and_grad(z1)
-        new = {"z": z1, "lp": lp1, "g": g1, "J": J1, "logvol": log_volume(J1)}
+        new = {"z": z1, "r": r1, "lp": lp1, "g": g1, "J": J1, "logvol": log_volume(J1)}
         v1 = tangent(z - z1, J1)
-        ok = self._reverse_ok(z, z1, J1, v1, ok)
+        ok = self._reverse_ok(z, state["r"], state["J"], z1, J1, v1, ok)
         fwd = -(v - self._mean(state, eps)).square().sum(-1) / (4 * eps)
         bwd = -(v1 - self._mean(new, eps)).square().sum(-1) / (4 * eps)
         log_ratio = (lp1 - new["logvol"]) - (state["lp"] - state["logvol"]) + bwd - fwd
