@@ -395,3 +395,73 @@ def test_constrained_kernel_arguments_are_checked():
         ConstrainedMALA(target, tol=0.0)
     with pytest.raises(ArgumentError, match="max_newton"):
         ConstrainedHMC(target, max_newton=0)
+
+
+def _jacobian_cases():
+    scm, f = _flow_factual()
+    yield ReducedForm(scm, f, {"c": f["c"] + 0.3})  # flows, M = 2, D = 4
+    torch.manual_seed(0)
+    gumbel = GumbelChild()
+    fg = {k: v[:, 0] for k, v in gumbel.sample(3).values.items()}
+    yield ReducedForm(gumbel, fg, {"y": fg["y"] + 1.0})  # through the relaxed Gumbel-max
+    yield ReducedForm(gumbel, fg, {"c": 1 - fg["c"]})  # the hinge of a categorical antecedent
+
+
+@pytest.mark.parametrize("case", range(3))
+def test_batched_reverse_mode_jacobian_equals_vmap_jacrev(case):
+    rf = list(_jacobian_cases())[case]
+    target = ManifoldTarget(rf, SquaredL2())
+    torch.manual_seed(case)
+    z = rf.z_factual + 0.5 * torch.randn(3, *rf.z_factual.shape)  # (chains, units, D)
+    r, J = target.jacobian(z)
+    r_ref, J_ref = rf.jacobian(z)
+    assert J.shape == (3, rf.units, rf.constraint_dim, rf.dim)
+    assert J.abs().max() > 0.1  # not a trivially zero Jacobian
+    torch.testing.assert_close(r, r_ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(J, J_ref, atol=1e-5, rtol=1e-4)
+    if case == 2:  # a hinge is flat where it holds: no projection along its Jacobian
+        return
+    # the projection's graph gives the Jacobian and residual at the point it returns, with or
+    # without the graph at its first pass, at the same point as a projection without graph
+    _, J0 = target.jacobian(rf.z_factual.expand_as(z))
+    y = rf.z_factual + 0.05 * torch.randn_like(z)
+    q, done = project(target.residual, y, J0, 1e-6, 30)
+    for graph_from in (0, 1, 5):
+        info = {}
+        q1, done1, J1, r1 = project(
+            target.residual, y, J0, 1e-6, 30, graph=target.residual_graph,
+            graph_from=graph_from, info=info,
+        )  # fmt: skip
+        assert torch.equal(done1, done) and info["evaluations"] >= 1
+        torch.testing.assert_close(q1, q, atol=0, rtol=0)
+        r_at, J_at = target.jacobian(q1)
+        torch.testing.assert_close(J1[done], J_at[done], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(r1[done], r_at[done], atol=1e-7, rtol=0)
+
+
+def test_certified_reverse_checks_agree_with_evaluated_ones():
+    # the first-order certificate skips a residual pass but decides as the evaluated check
+    scm, f = _flow_factual()
+    target, _, _, p, h = _rattle_setup(scm, f, {"c": f["c"] + 0.3}, step=0.2, chains=8)
+    # a tolerance well above float32 noise (the residuals of tol = 1e-6 sit near 1e-6 already)
+    kernel = ConstrainedHMC(target, step_size=0.2, num_steps=1, tol=1e-4)
+    sol = solve_linearized(target.rf, SquaredL2())
+    kernel.initial_params = {"z": sol.z.expand(8, *sol.z.shape).clone()}
+    kernel.setup(0)
+    state = kernel._state(kernel.initial_params["z"])
+    ok = torch.ones(h.shape, dtype=torch.bool)
+    _, _, good, finite, reverse = kernel.advance(state, p, h, ok)
+    assert good.all() and finite.all()
+    calls = []
+    residual = target.rf.residual
+    target.rf.residual = lambda z: calls.append(1) or residual(z)
+    certified = kernel._reverse_ok(*reverse)
+    n_certified = len(calls)
+    q, r0, J0, q1, J1, v1, active = reverse
+    back, done = project(target.residual, q1 + v1, J1, kernel.tol, kernel.max_newton, active)
+    evaluated = done & ((back - q).abs().amax(-1) <= kernel.reverse_tol)
+    assert torch.equal(certified, evaluated) and certified.all()
+    assert n_certified < len(calls) - n_certified  # it saved at least one pass
+    # a reverse move that does not return to the start fails either way
+    wrong = (q + 0.01, r0, J0, q1, J1, v1, active)
+    assert not kernel._reverse_ok(*wrong).any()

@@ -313,16 +313,23 @@ class _ConstrainedKernel(_BatchedKernel):
         """Whether projecting z₁ + v₁ along J(z₁)ᵀ lands on z₀ (the reverse move exists); any
         leading batch dims, e.g. the steps of a trajectory checked in one batched solve.
 
-        z₀ is a root (residual r₀, Jacobian J₀): a Newton iterate z with max |z − z₀| <= tol
-        and max |r₀ + J₀ (z − z₀)| <= tol / 2 has max |F(z)| <= tol up to the second-order
-        term ½ |∂²F| tol², so the solve stops there (at z₀, within the reverse tolerance)
-        without evaluating F at it.
+        z₀ is a root (residual r₀, Jacobian J₀), so for a Newton iterate z = z₀ + d,
+        F(z) − x* = r₀ + J₀ d + R with |R| <= ½ |∂²F| |d|². With κ = max |J₁ − J₀| / max |z₁ − z₀|,
+        the curvature seen along the move, an iterate with max |d| <= 10 tol and
+        max |r₀ + J₀ d| + κ D max |d|² <= tol / 2 has max |F(z) − x*| <= tol (unless the
+        curvature near z₀ exceeds twice what the move saw, by a margin of tol / 2 against a
+        remainder of order κ tol²), so the solve stops there, within the reverse tolerance of
+        z₀, without evaluating F at it.
         """
+        dz = (z1 - z0).abs().amax(-1)
+        kappa = (J1 - J0).abs().amax((-2, -1)) / dz.clamp_min(torch.finfo(dz.dtype).tiny)
+        D = z0.shape[-1]
 
         def certify(z: Tensor) -> Tensor:
             d = z - z0
-            near = d.abs().amax(-1) <= self.tol
-            return near & ((r0 + _bmv(J0, d)).abs().amax(-1) <= 0.5 * self.tol)
+            dmax = d.abs().amax(-1)
+            bound = (r0 + _bmv(J0, d)).abs().amax(-1) + kappa * D * dmax.square()
+            return (dmax <= 10 * self.tol) & (bound <= 0.5 * self.tol)
 
         back, done = project(
             self.target.residual, z1 + v1, J1, self.tol, self.max_newton, ok, certify=certify
