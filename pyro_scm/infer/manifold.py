@@ -31,6 +31,14 @@ coordinate), else the proposal is rejected. A failed forward or reverse projecti
 proposal and is counted in ``projection_failure``. Everything is batched over chains and units
 (the state is ``(chains, units, D)``), with acceptance and step-size adaptation per chain and
 unit.
+
+Cost: a model run (one residual pass) dominates everything else. A forward projection's last
+pass is recorded with autograd, and its graph gives J at the new point (M backward passes; no
+separate Jacobian run). The reverse checks of a chmc trajectory do not steer it, so they run
+after it as one batched projection over its steps; the start of a reverse move is a known
+root, and its last Newton iterate is certified by a first-order expansion around it (with the
+curvature seen along the move) instead of a residual pass. On a nearly affine constraint a
+RATTLE step then costs two passes and a draw of L steps 2L + 1.
 """
 
 from __future__ import annotations
