@@ -5,11 +5,13 @@ import contextlib
 import sys
 import warnings
 
+import pytest
 import torch
 import zuko
 from scms import Flows
 
 import pyro_scm as ps
+from pyro_scm.errors import ArgumentError
 from pyro_scm.infer.fixed import fixed_parameters
 
 
@@ -97,3 +99,11 @@ def test_backtracking_draws_are_identical_with_and_without_fixed_parameters(monk
     for n in draws[0]:
         torch.testing.assert_close(draws[0][n], draws[1][n], atol=1e-5, rtol=1e-5)
     assert draws[0]["a"].std() > 0.05  # it moved
+
+
+def test_fixed_parameters_needs_a_module():
+    with (
+        pytest.raises(ArgumentError, match=r"torch\.nn\.Module, got dict"),
+        fixed_parameters({"a": 1}),
+    ):
+        pass

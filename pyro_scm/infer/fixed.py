@@ -13,12 +13,22 @@ from contextlib import ExitStack, contextmanager
 
 from torch import nn
 
+from ..errors import ArgumentError
+
 __all__ = ["fixed_parameters"]
 
 
 @contextmanager
 def fixed_parameters(model: nn.Module) -> Iterator[None]:
-    """Treat the parameters of ``model``'s mechanisms as constants within the block."""
+    """Treat the parameters of ``model``'s mechanisms as constants within the block.
+
+    Raises:
+        ArgumentError: ``model`` is not a ``torch.nn.Module`` (an SCM or a mechanism).
+    """
+    if not isinstance(model, nn.Module):
+        raise ArgumentError(
+            f"fixed_parameters needs an SCM or another torch.nn.Module, got {type(model).__name__}"
+        )
     with ExitStack() as stack:
         for module in model.modules():
             enter = getattr(module, "fixed_parameters", None)
