@@ -297,33 +297,44 @@ def test_rattle_step_starts_its_projections_on_the_tangent_plane():
     assert done.all()
     torch.testing.assert_close(new["z"], ref, atol=1e-4, rtol=0)
     # on an affine constraint a tangent start is already on M: one residual per projection
-    # (forward and reverse), where a start off the tangent plane needs two each
+    # (forward and reverse), where a start off the tangent plane needs two each; the forward
+    # projection's residual pass also gives the Jacobian at the new point
     lin = Linear()
     fl = {k: torch.tensor([0.3, -0.2]) for k in ("x", "y", "z")}
     target, kernel, state, p, h = _rattle_setup(lin, fl, {"y": torch.tensor([1.0, 0.5])})
     calls = []
-    residual = target.residual
-    target.residual = lambda z: calls.append(1) or residual(z)
+    residual = target.rf.residual
+    target.rf.residual = lambda z: calls.append(1) or residual(z)
     new, _, good, _ = kernel.step(state, p, h, torch.ones(h.shape, dtype=torch.bool))
     assert good.all() and len(calls) == 2
     assert target.residual(new["z"]).abs().max() <= 1e-6
 
 
 def test_chmc_default_is_two_rattle_steps_per_draw(monkeypatch):
-    # each RATTLE step computes one Jacobian; setup and the first state one each
-    calls = []
-    jacobian = ManifoldTarget.jacobian
+    # each draw runs num_steps RATTLE steps; on an affine constraint every step costs one
+    # residual pass (its forward projection, whose graph gives the Jacobian) and the reverse
+    # checks of all steps one batched pass: num_steps + 1 model runs per draw
+    steps, runs = [], []
+    advance = ConstrainedHMC.advance
     monkeypatch.setattr(
-        ManifoldTarget, "jacobian", lambda self, z: calls.append(1) or jacobian(self, z)
+        ConstrainedHMC, "advance", lambda self, *a: steps.append(1) or advance(self, *a)
+    )
+    residual = ReducedForm.residual
+    monkeypatch.setattr(
+        ReducedForm, "residual", lambda self, z: runs.append(z.shape[:-1]) or residual(self, z)
     )
     f = {"x": [0.3], "y": [0.2], "z": [-0.1]}
-    with pytest.warns(ps.infer.SamplerWarning):  # three draws cannot have converged
-        Linear().backtrack(f, {"y": 1.2}, method="chmc", num_samples=3, warmup=0)
-    assert len(calls) == 2 + 3 * 2
-    calls.clear()
-    with pytest.warns(ps.infer.SamplerWarning):
-        Linear().backtrack(f, {"y": 1.2}, method="chmc", num_samples=3, warmup=0, num_steps=4)
-    assert len(calls) == 2 + 3 * 4
+    for num_steps, kw in ((2, {}), (4, {"num_steps": 4})):
+        steps.clear()
+        with pytest.warns(ps.infer.SamplerWarning):  # three draws cannot have converged
+            Linear().backtrack(
+                f, {"y": 1.2}, method="chmc", num_samples=3, warmup=0, num_chains=2, **kw
+            )
+        assert len(steps) == 3 * num_steps
+        # the last draw's runs: num_steps forward passes, then one (num_steps, chains, 1) pass
+        draw = runs[-(num_steps + 1) :]
+        assert draw[:-1] == [torch.Size([2, 1])] * num_steps
+        assert draw[-1] == torch.Size([num_steps, 2, 1])
 
 
 class Bent(ps.SCM):
@@ -384,3 +395,73 @@ def test_constrained_kernel_arguments_are_checked():
         ConstrainedMALA(target, tol=0.0)
     with pytest.raises(ArgumentError, match="max_newton"):
         ConstrainedHMC(target, max_newton=0)
+
+
+def _jacobian_cases():
+    scm, f = _flow_factual()
+    yield ReducedForm(scm, f, {"c": f["c"] + 0.3})  # flows, M = 2, D = 4
+    torch.manual_seed(0)
+    gumbel = GumbelChild()
+    fg = {k: v[:, 0] for k, v in gumbel.sample(3).values.items()}
+    yield ReducedForm(gumbel, fg, {"y": fg["y"] + 1.0})  # through the relaxed Gumbel-max
+    yield ReducedForm(gumbel, fg, {"c": 1 - fg["c"]})  # the hinge of a categorical antecedent
+
+
+@pytest.mark.parametrize("case", range(3))
+def test_batched_reverse_mode_jacobian_equals_vmap_jacrev(case):
+    rf = list(_jacobian_cases())[case]
+    target = ManifoldTarget(rf, SquaredL2())
+    torch.manual_seed(case)
+    z = rf.z_factual + 0.5 * torch.randn(3, *rf.z_factual.shape)  # (chains, units, D)
+    r, J = target.jacobian(z)
+    r_ref, J_ref = rf.jacobian(z)
+    assert J.shape == (3, rf.units, rf.constraint_dim, rf.dim)
+    assert J.abs().max() > 0.1  # not a trivially zero Jacobian
+    torch.testing.assert_close(r, r_ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(J, J_ref, atol=1e-5, rtol=1e-4)
+    if case == 2:  # a hinge is flat where it holds: no projection along its Jacobian
+        return
+    # the projection's graph gives the Jacobian and residual at the point it returns, with or
+    # without the graph at its first pass, at the same point as a projection without graph
+    _, J0 = target.jacobian(rf.z_factual.expand_as(z))
+    y = rf.z_factual + 0.05 * torch.randn_like(z)
+    q, done = project(target.residual, y, J0, 1e-6, 30)
+    for graph_from in (0, 1, 5):
+        info = {}
+        q1, done1, J1, r1 = project(
+            target.residual, y, J0, 1e-6, 30, graph=target.residual_graph,
+            graph_from=graph_from, info=info,
+        )  # fmt: skip
+        assert torch.equal(done1, done) and info["evaluations"] >= 1
+        torch.testing.assert_close(q1, q, atol=0, rtol=0)
+        r_at, J_at = target.jacobian(q1)
+        torch.testing.assert_close(J1[done], J_at[done], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(r1[done], r_at[done], atol=1e-7, rtol=0)
+
+
+def test_certified_reverse_checks_agree_with_evaluated_ones():
+    # the first-order certificate skips a residual pass but decides as the evaluated check
+    scm, f = _flow_factual()
+    target, _, _, p, h = _rattle_setup(scm, f, {"c": f["c"] + 0.3}, step=0.2, chains=8)
+    # a tolerance well above float32 noise (the residuals of tol = 1e-6 sit near 1e-6 already)
+    kernel = ConstrainedHMC(target, step_size=0.2, num_steps=1, tol=1e-4)
+    sol = solve_linearized(target.rf, SquaredL2())
+    kernel.initial_params = {"z": sol.z.expand(8, *sol.z.shape).clone()}
+    kernel.setup(0)
+    state = kernel._state(kernel.initial_params["z"])
+    ok = torch.ones(h.shape, dtype=torch.bool)
+    _, _, good, finite, reverse = kernel.advance(state, p, h, ok)
+    assert good.all() and finite.all()
+    calls = []
+    residual = target.rf.residual
+    target.rf.residual = lambda z: calls.append(1) or residual(z)
+    certified = kernel._reverse_ok(*reverse)
+    n_certified = len(calls)
+    q, r0, J0, q1, J1, v1, active = reverse
+    back, done = project(target.residual, q1 + v1, J1, kernel.tol, kernel.max_newton, active)
+    evaluated = done & ((back - q).abs().amax(-1) <= kernel.reverse_tol)
+    assert torch.equal(certified, evaluated) and certified.all()
+    assert n_certified < len(calls) - n_certified  # it saved at least one pass
+    # a reverse move that does not return to the start fails either way
+    wrong = (q + 0.01, r0, J0, q1, J1, v1, active)
+    assert not kernel._reverse_ok(*wrong).any()

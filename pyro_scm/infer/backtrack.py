@@ -21,6 +21,7 @@ from ..errors import (
 from ..results import QueryResult
 from .arguments import check_arguments
 from .diagnostics import BacktrackingWarning, SamplerWarning, chain_diagnostics, check_sampler
+from .fixed import fixed_parameters
 from .manifold import ConstrainedHMC, ConstrainedMALA, ManifoldTarget
 from .mode import solve_gradient, solve_linearized, supports_linearized
 from .reduced_form import ReducedForm
@@ -215,7 +216,8 @@ def backtrack(
         extra = {"num_steps": num_steps} if method == "chmc" and num_steps else {}
         kernel = kind(manifold, step_size=step_size or 0.3, tol=tol / 2, **extra)
         init = {"z": sol.z.expand(C, *sol.z.shape).clone()}
-        draws, stats = sample_kernel(kernel, init, S, warmup, progress)
+        with fixed_parameters(scm):
+            draws, stats = sample_kernel(kernel, init, S, warmup, progress)
         draws = rf.unpack(draws["z"])  # node -> (chains, draws, units, *e)
         direct = [n for n in rf.nodes if n not in rf.free]
         return _stochastic_result(
@@ -227,18 +229,19 @@ def backtrack(
     model = backtracking_model(rf, distance, sampled, C, annealer or sigma, prior)
     mode_u = rf.full_noise(sol.z)
     init = {f"noise_{n}": mode_u[n].expand(C, *mode_u[n].shape).clone() for n in sampled}
-    draws, stats = run_mcmc(
-        model,
-        method,
-        init,
-        S,
-        warmup,
-        step_size,
-        num_steps or 10,
-        max_tree_depth,
-        progress,
-        annealer,
-    )
+    with fixed_parameters(scm):
+        draws, stats = run_mcmc(
+            model,
+            method,
+            init,
+            S,
+            warmup,
+            step_size,
+            num_steps or 10,
+            max_tree_depth,
+            progress,
+            annealer,
+        )
     draws = {n: draws[f"noise_{n}"] for n in sampled}  # (chains, draws, units, *e)
     within = tol + RELAXED_TOLERANCE * sigma
     return _stochastic_result(

@@ -31,6 +31,14 @@ coordinate), else the proposal is rejected. A failed forward or reverse projecti
 proposal and is counted in ``projection_failure``. Everything is batched over chains and units
 (the state is ``(chains, units, D)``), with acceptance and step-size adaptation per chain and
 unit.
+
+Cost: a model run (one residual pass) dominates everything else. A forward projection's last
+pass is recorded with autograd, and its graph gives J at the new point (M backward passes; no
+separate Jacobian run). The reverse checks of a chmc trajectory do not steer it, so they run
+after it as one batched projection over its steps; the start of a reverse move is a known
+root, and its last Newton iterate is certified by a first-order expansion around it (with the
+curvature seen along the move) instead of a residual pass. On a nearly affine constraint a
+RATTLE step then costs two passes and a draw of L steps 2L + 1.
 """
 
 from __future__ import annotations
@@ -100,15 +108,27 @@ class ManifoldTarget:
         gradient of Σ_b r_{b,m} in z_b, exact because every unit (and chain) runs the program
         independently of the others.
         """
+        leaf, r = self.residual_graph(z)
+        return r.detach(), jacobian_rows(r, leaf)
+
+    def residual_graph(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """A leaf copy of ``z`` and the residual at it with its autograd graph, for
+        :func:`jacobian_rows`: the residual's one forward pass serves both the convergence
+        test of a projection and the Jacobian at the projected point."""
         with torch.enable_grad():
             leaf = z.detach().requires_grad_(True)
-            r = self.rf.residual(leaf)
-            M = r.shape[-1]
-            rows = [
-                torch.autograd.grad(r[..., m].sum(), leaf, retain_graph=m < M - 1)[0]
-                for m in range(M)
-            ]
-        return r.detach(), torch.stack(rows, -2)
+            return leaf, self.rf.residual(leaf)
+
+
+def jacobian_rows(r: Tensor, leaf: Tensor) -> Tensor:
+    """The per-element Jacobian ``(*b, M, D)`` of ``r`` ``(*b, M)`` in ``leaf`` ``(*b, D)``,
+    from M backward passes of the batch sums (exact when the elements are independent)."""
+    M = r.shape[-1]
+    with torch.enable_grad():
+        rows = [
+            torch.autograd.grad(r[..., m].sum(), leaf, retain_graph=m < M - 1)[0] for m in range(M)
+        ]
+    return torch.stack(rows, -2)
 
 
 def project(
@@ -118,7 +138,11 @@ def project(
     tol: float,
     max_newton: int,
     active: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
+    graph: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
+    certify: Callable[[Tensor], Tensor] | None = None,
+    graph_from: int = 0,
+    info: dict | None = None,
+) -> tuple[Tensor, ...]:
     """Solve F(y + J0ᵀ a) = 0 for a by quasi-Newton from a = 0, per batch element.
 
     Args:
@@ -128,9 +152,22 @@ def project(
         tol: convergence when max |F| <= tol.
         max_newton: iteration cap.
         active: ``(*b,)`` elements to project (the others are returned as failed, unchanged).
+        graph: z -> (leaf, F(leaf) with its autograd graph) (e.g.
+            :meth:`ManifoldTarget.residual_graph`); when given, every residual is evaluated
+            through it and the Jacobian at the returned point comes from the last evaluation's
+            graph (the point where every converged element stopped), so no extra forward pass.
+        certify: z ``(*b, D)`` -> ``(*b,)`` elements whose max |F(z)| <= tol is known without
+            evaluating F (e.g. from a first-order expansion around a known root); an iterate
+            certified after a Newton step is converged, and when every unconverged element is
+            certified no residual is evaluated.
+        graph_from: with ``graph``, evaluate the first ``graph_from`` residuals without a
+            graph (cheaper; the result is the same, at one more residual pass when the solve
+            stops earlier).
+        info: filled with ``evaluations``, the number of residual passes.
 
     Returns:
-        the projected point ``(*b, D)`` and whether each element converged ``(*b,)``.
+        the projected point ``(*b, D)`` and whether each element converged ``(*b,)``; with
+        ``graph`` also the Jacobian ``(*b, M, D)`` and the residual ``(*b, M)`` there.
     """
     batch = y.shape[:-1]
     active = torch.ones(batch, dtype=torch.bool, device=y.device) if active is None else active
@@ -140,12 +177,24 @@ def project(
     a = torch.zeros(*batch, G.shape[-1], dtype=y.dtype, device=y.device)
     done = torch.zeros(batch, dtype=torch.bool, device=y.device)
     failed = ~active
-    z = y
-    for _ in range(max_newton + 1):
-        z = y + _mtv(J0, a)
+    z = at = y
+    leaf = r_graph = r = None
+    evaluations = 0
+    for k in range(max_newton + 1):
+        z = y + _mtv(J0, a)  # done elements keep their a: the last evaluation is at their z
         ok = torch.isfinite(z).all(-1)
         failed = failed | ~ok
-        r = residual(torch.where((ok & ~failed)[..., None], z, y.nan_to_num(0.0, 0.0, 0.0)))
+        if certify is not None and k > 0:
+            done = done | (~failed & certify(z))
+            if not bool((~done & ~failed).any()):
+                break
+        at = torch.where((ok & ~failed)[..., None], z, y.nan_to_num(0.0, 0.0, 0.0))
+        if graph is None or k < graph_from:
+            r, leaf = residual(at), None
+        else:
+            leaf, r_graph = graph(at)
+            r = r_graph.detach()
+        evaluations = k + 1
         finite = torch.isfinite(r).all(-1)
         failed = failed | ~finite
         done = done | (~failed & (r.abs().amax(-1) <= tol))
@@ -154,7 +203,15 @@ def project(
             break
         step = torch.linalg.solve(G, torch.where(todo[..., None], r, torch.zeros_like(r)))
         a = a - torch.where(todo[..., None], step, torch.zeros_like(step))
-    return z, done & ~failed
+    if graph is not None and leaf is None:  # stopped before the first graph evaluation
+        leaf, r_graph = graph(at)
+        r, evaluations = r_graph.detach(), evaluations + 1
+    if info is not None:
+        info["evaluations"] = evaluations
+    if graph is None:
+        return z, done & ~failed
+    J = torch.where(failed[..., None, None], J0, jacobian_rows(r_graph, leaf))
+    return z, done & ~failed, J, r
 
 
 def tangent(v: Tensor, J: Tensor) -> Tensor:
@@ -209,6 +266,7 @@ class _ConstrainedKernel(_BatchedKernel):
         _, J = self.target.jacobian(z)
         z, ok = project(self.target.residual, z, J, self.tol, self.max_newton)
         self.on_manifold = ok  # elements that could not start on M never move
+        self._last_evaluations = 1
         self._initial_params = {"z": z}
         self._cache = None
 
@@ -216,8 +274,8 @@ class _ConstrainedKernel(_BatchedKernel):
         if self._cache is not None and self._cache["z"] is z:
             return self._cache
         lp, g = self.target.log_p_and_grad(z)
-        _, J = self.target.jacobian(z)
-        return {"z": z, "lp": lp, "g": g, "J": J, "logvol": log_volume(J)}
+        r, J = self.target.jacobian(z)
+        return {"z": z, "r": r, "lp": lp, "g": g, "J": J, "logvol": log_volume(J)}
 
     def _finish(self, z, new, accept_prob, ok, proj_ok, state) -> dict[str, Tensor]:
         accept_prob = torch.where(ok & proj_ok & self.on_manifold, accept_prob, 0.0)
@@ -233,15 +291,57 @@ class _ConstrainedKernel(_BatchedKernel):
         self._adapt(accept_prob)
         return {"z": keep["z"]}
 
-    def _move(self, z: Tensor, J: Tensor, v: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
-        """Project z + v along J(z)ᵀ onto M, and check that the reverse move returns to z:
-        ``(z₁, ok)``; ``v`` is any displacement whose tangent part is the move."""
-        z1, ok = project(self.target.residual, z + v, J, self.tol, self.max_newton, active)
-        return z1, ok
+    def _move(
+        self, z: Tensor, J: Tensor, v: Tensor, active: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Project z + v along J(z)ᵀ onto M: ``(z₁, ok, J(z₁), F(z₁) − x*)``, the Jacobian
+        from the projection's last residual pass; ``v`` is any displacement whose tangent part
+        is the move."""
+        t, info = self.target, {}
+        # the graph (for J(z₁)) is needed only at the last residual pass: skip it at the first
+        # pass unless the previous projection stopped there (a wrong guess costs time, not
+        # accuracy)
+        out = project(
+            t.residual,
+            z + v,
+            J,
+            self.tol,
+            self.max_newton,
+            active,
+            t.residual_graph,
+            graph_from=min(self._last_evaluations - 1, 1),
+            info=info,
+        )
+        self._last_evaluations = info["evaluations"]
+        return out
 
-    def _reverse_ok(self, z0: Tensor, z1: Tensor, J1: Tensor, v1: Tensor, ok: Tensor) -> Tensor:
-        """Whether projecting z₁ + v₁ along J(z₁)ᵀ lands on z₀ (the reverse move exists)."""
-        back, done = project(self.target.residual, z1 + v1, J1, self.tol, self.max_newton, ok)
+    def _reverse_ok(
+        self, z0: Tensor, r0: Tensor, J0: Tensor, z1: Tensor, J1: Tensor, v1: Tensor, ok: Tensor
+    ) -> Tensor:
+        """Whether projecting z₁ + v₁ along J(z₁)ᵀ lands on z₀ (the reverse move exists); any
+        leading batch dims, e.g. the steps of a trajectory checked in one batched solve.
+
+        z₀ is a root (residual r₀, Jacobian J₀), so for a Newton iterate z = z₀ + d,
+        F(z) − x* = r₀ + J₀ d + R with |R| <= ½ |∂²F| |d|². With κ = max |J₁ − J₀| / max |z₁ − z₀|,
+        the curvature seen along the move, an iterate with max |d| <= 10 tol and
+        max |r₀ + J₀ d| + κ D max |d|² <= tol / 2 has max |F(z) − x*| <= tol (unless the
+        curvature near z₀ exceeds twice what the move saw, by a margin of tol / 2 against a
+        remainder of order κ tol²), so the solve stops there, within the reverse tolerance of
+        z₀, without evaluating F at it.
+        """
+        dz = (z1 - z0).abs().amax(-1)
+        kappa = (J1 - J0).abs().amax((-2, -1)) / dz.clamp_min(torch.finfo(dz.dtype).tiny)
+        D = z0.shape[-1]
+
+        def certify(z: Tensor) -> Tensor:
+            d = z - z0
+            dmax = d.abs().amax(-1)
+            bound = (r0 + _bmv(J0, d)).abs().amax(-1) + kappa * D * dmax.square()
+            return (dmax <= 10 * self.tol) & (bound <= 0.5 * self.tol)
+
+        back, done = project(
+            self.target.residual, z1 + v1, J1, self.tol, self.max_newton, ok, certify=certify
+        )
         return ok & done & ((back - z0).abs().amax(-1) <= self.reverse_tol)
 
 
@@ -280,34 +380,54 @@ class ConstrainedHMC(_ConstrainedKernel):
             raise ArgumentError(f"num_steps must be in [1, {MAX_LEAPFROG}], got {num_steps}")
         self.num_steps = num_steps
 
-    def step(
+    def advance(
         self, state: dict, p: Tensor, h: Tensor, ok: Tensor
-    ) -> tuple[dict, Tensor, Tensor, Tensor]:
-        """One RATTLE step from ``state`` with tangent momentum ``p``: the new state and
-        momentum, whether the projections and the reverse check passed, and whether the new
-        state is finite (each ``(chains, units)``); failed elements keep ``state``."""
+    ) -> tuple[dict, Tensor, Tensor, Tensor, tuple]:
+        """One RATTLE step without its reverse check: the new state and momentum, whether the
+        forward projection passed and whether the new state is finite (each
+        ``(chains, units)``; failed elements keep ``state``), and the arguments of the reverse
+        check ``(q, q₁, J(q₁), v₁, active)`` for :meth:`_reverse_ok`."""
         q, J = state["z"], state["J"]
         hh = h[..., None]
         # the normal part of ½h²∇log p lies in the span of J(q)ᵀ, absorbed by the projection's
         # multiplier: starting the solve from the tangent step finds the same point (one
         # residual on an affine constraint, fewer Newton iterations on a curved one)
         v = p + 0.5 * hh * tangent(state["g"], J)
-        q1, ok = self._move(q, J, hh * v, ok)
+        q1, ok, J1, r1 = self._move(q, J, hh * v, ok)
         p_half = (q1 - q) / hh
         lp1, g1 = self.target.log_p_and_grad(q1)
-        _, J1 = self.target.jacobian(q1)
         p1 = tangent(p_half + 0.5 * hh * g1, J1)
-        # reverse: from (q1, −p1) the position step must land on q
-        ok = self._reverse_ok(q, q1, J1, hh * (-p1 + 0.5 * hh * tangent(g1, J1)), ok)
-        new = {"z": q1, "lp": lp1, "g": g1, "J": J1, "logvol": log_volume(J1)}
+        new = {"z": q1, "r": r1, "lp": lp1, "g": g1, "J": J1, "logvol": log_volume(J1)}
         finite = torch.isfinite(q1).all(-1) & torch.isfinite(p1).all(-1) & torch.isfinite(lp1)
         good = ok & finite
         new = {k: torch.where(self._expand(good, v), v, state[k]) for k, v in new.items()}
+        # reverse: from (q1, −p1) the position step must land on q
+        reverse = (q, state["r"], J, q1, J1, hh * (-p1 + 0.5 * hh * tangent(g1, J1)), good)
         p1 = torch.where(good[..., None], p1, p)
-        return new, p1, ok, finite
+        return new, p1, ok, finite, reverse
+
+    def step(
+        self, state: dict, p: Tensor, h: Tensor, ok: Tensor
+    ) -> tuple[dict, Tensor, Tensor, Tensor]:
+        """One RATTLE step from ``state`` with tangent momentum ``p``: the new state and
+        momentum, whether the projections and the reverse check passed, and whether the new
+        state is finite (each ``(chains, units)``); failed elements keep ``state``."""
+        new, p1, ok, finite, reverse = self.advance(state, p, h, ok)
+        back = self._reverse_ok(*reverse)
+        good = back | ~reverse[-1]  # elements without a reverse check failed already
+        ok = ok & good
+        keep = ok & finite
+        new = {k: torch.where(self._expand(keep, v), v, state[k]) for k, v in new.items()}
+        return new, torch.where(keep[..., None], p1, p), ok, finite
 
     def sample(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
-        """One constrained transition of every chain and unit; returns the new state."""
+        """One constrained transition of every chain and unit; returns the new state.
+
+        The reverse checks of all ``num_steps`` steps run after the trajectory as one batched
+        projection ``(num_steps, chains, units, D)``: a step's check decides only whether the
+        proposal may be accepted, not where the trajectory goes (an element whose check fails
+        is rejected, as if it had stopped there).
+        """
         z = params["z"]
         state = self._state(z)
         h = self.step_size * (0.5 + torch.rand_like(self.step_size))
@@ -316,9 +436,14 @@ class ConstrainedHMC(_ConstrainedKernel):
         cur, mom = state, p
         proj_ok = self.on_manifold.clone()
         fin = torch.ones_like(proj_ok)
+        reverse = []
         for _ in range(self.num_steps):
-            cur, mom, good, finite = self.step(cur, mom, h, proj_ok & fin)
+            cur, mom, good, finite, rev = self.advance(cur, mom, h, proj_ok & fin)
             proj_ok, fin = proj_ok & (good | ~finite), fin & finite
+            reverse.append(rev)
+        active = torch.stack([r[-1] for r in reverse])
+        back = self._reverse_ok(*(torch.stack(parts) for parts in zip(*reverse)))
+        proj_ok = proj_ok & (back | ~active).all(0)
         h1 = -cur["lp"] + cur["logvol"] + 0.5 * mom.square().sum(-1)
         delta = h1 - h0
         ok = fin & torch.isfinite(delta) & (delta < DIVERGENCE_ENERGY)
@@ -366,12 +491,11 @@ class ConstrainedMALA(_ConstrainedKernel):
         eps = self.step_size
         e = eps[..., None]
         v = self._mean(state, eps) + (2 * e).sqrt() * tangent(torch.randn_like(z), state["J"])
-        z1, ok = self._move(z, state["J"], v, self.on_manifold)
+        z1, ok, J1, r1 = self._move(z, state["J"], v, self.on_manifold)
         lp1, g1 = self.target.log_p_and_grad(z1)
-        _, J1 = self.target.jacobian(z1)
-        new = {"z": z1, "lp": lp1, "g": g1, "J": J1, "logvol": log_volume(J1)}
+        new = {"z": z1, "r": r1, "lp": lp1, "g": g1, "J": J1, "logvol": log_volume(J1)}
         v1 = tangent(z - z1, J1)
-        ok = self._reverse_ok(z, z1, J1, v1, ok)
+        ok = self._reverse_ok(z, state["r"], state["J"], z1, J1, v1, ok)
         fwd = -(v - self._mean(state, eps)).square().sum(-1) / (4 * eps)
         bwd = -(v1 - self._mean(new, eps)).square().sum(-1) / (4 * eps)
         log_ratio = (lp1 - new["logvol"]) - (state["lp"] - state["logvol"]) + bwd - fwd

@@ -121,15 +121,21 @@ class ReducedForm:
         }
 
     def _trace(self, noise, batch_shape, relax, fixed, stop):
+        """The program under the handlers: its trace, or None when ``stop`` ended it (then
+        ``stop`` holds the values, and no trace is recorded: an antecedent residual, run many
+        times per draw by the constrained samplers, needs only them)."""
         try:
             with ExitStack() as stack:
                 stack.enter_context(poutine.block())  # an enclosing model sees none of it
                 stack.enter_context(ReplayNoise(dict(noise), batch_shape))
-                stack.enter_context(poutine.condition(data=dict(fixed or {})))
+                if fixed:
+                    stack.enter_context(poutine.condition(data=dict(fixed)))
                 if relax:
                     stack.enter_context(Relax(self.temperature))
                 if stop is not None:
                     stack.enter_context(stop)
+                    self.scm.model()
+                    return None
                 return poutine.trace(self.scm.model).get_trace()
         except _Done:
             return None

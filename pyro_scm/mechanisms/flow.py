@@ -18,7 +18,8 @@ the counterfactual spread exponentially with the distance from the data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from pyro.distributions import constraints
@@ -81,6 +82,19 @@ class FlowMechanism(Mechanism):
             self.tails = MLP(self.context_features, 2 * self.features, hidden, zero_last=True)
         elif tails:
             self.tail_params = nn.Parameter(torch.zeros(2 * self.features))
+        self._root_cache: dict | None = None
+
+    @contextmanager
+    def fixed_parameters(self) -> Iterator[None]:
+        """Within: the parameters are constants (not updated, no gradient to them), so a root
+        node's transform, which depends on nothing else, is built once (without autograd
+        graph) and reused by every call; samplers that run the program thousands of times
+        with fixed weights use this. Gradients to the noise and the parents are unchanged."""
+        outer, self._root_cache = self._root_cache, {}
+        try:
+            yield
+        finally:
+            self._root_cache = outer
 
     def prepare(self, value: Tensor, *parents: Tensor) -> None:
         """Learn the standardisation of the node (``(n, *event)``) and of its parents."""
@@ -131,8 +145,17 @@ class _FlowTransform(Transform):
     def _build(self) -> tuple:
         if self._built is None:
             m, c = self.mechanism, self.raw_context
-            c = m.c_std(c) if c is not None else None
-            self._built = (m._affine(c), m._bijector(c))
+            cache = m._root_cache
+            if c is None and cache is not None:  # a root under fixed parameters: built once
+                if "built" not in cache:
+                    with torch.no_grad():
+                        affine = m._affine(None)  # views of a parameter: detached copies
+                        affine = None if affine is None else tuple(t.detach() for t in affine)
+                        cache["built"] = (affine, m._bijector(None))
+                self._built = cache["built"]
+            else:
+                c = m.c_std(c) if c is not None else None
+                self._built = (m._affine(c), m._bijector(c))
         return self._built
 
     @property
