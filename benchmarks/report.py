@@ -53,9 +53,10 @@ selection among `anm`, `locscale` and `nsf` (`docs/accuracy.md`) and fit's defau
 settings below are not passed to it). `flagged`: share of the counterfactual units that any
 recomputed node flags as an extrapolation (`result.sample_stats["extrapolated"]`, p <= 0.001);
 `CF unflagged` scores the other units only. `kinds chosen`: per node, the kinds picked and in
-how many seeds. Fit times are per seed; the machine was shared with other jobs (load average
-about 8 on 2 cores), so wall times are inflated and the CPU time of the (single-threaded)
-process is given beside them."""
+how many seeds. Fit times are per seed, for one worker process (`--workers 1`): the CPU time
+of the single-threaded process is given beside the wall time, which other jobs on the machine
+inflate. The records and the library version of each row are listed in the
+`benchmarks/runs/*/README.md` files named under "Reproduce"."""
 
 
 READING = """### Reading the table
@@ -71,11 +72,11 @@ READING = """### Reading the table
 - Where the noise is additive, the smaller model class (`anm`) extrapolates best; where it is
   not, only the flow (`nsf`) can be right, and the non-identifiable SCMs (marked by a target equal
   to the better peer) have an error floor no method can pass.
-- What the extrapolation flags remove: with p <= 0.001 they flag 0–2% of the counterfactual
-  units, and where one seed's mean is carried by a blow-up they catch it (chain, do(x2): 1.71
-  over all units, 0.19 over the unflagged ones; diamond non-additive do(x2): 4.5 → 1.5). Most of
-  the remaining error sits in units inside the support (triangle nonlinear do(x2) 1.69 → 1.63):
-  there the learned equation itself is off, which no support test can see.
+- What the extrapolation flags remove: with p <= 0.001 they flag 0–1% of the counterfactual
+  units, and where a seed's mean is carried by a blow-up they catch it (chain nonlinear, do(x2),
+  10 seeds: 0.61 over all units, 0.11 over the unflagged ones; diamond non-additive do(x2):
+  7.4 → 3.1). Most of the remaining error sits in units inside the support (triangle nonlinear
+  do(x2) 1.71 → 1.67): there the learned equation itself is off, which no support test can see.
 - DoWhy's model selection picks gradient-boosted trees on some nodes; trees extrapolate as a
   constant, which suits bounded equations such as the diamond's x4 = x3 / (|x2 + x3| + 0.5).
 """
@@ -94,6 +95,12 @@ python -m benchmarks.report out/a/results.json out/b/results.json --out docs/ben
 
 Peers come from the benchmark environment: `bash scripts/bench-env.sh` creates `.venv-bench`
 with DoWhy 0.14 and ChiRho 0.3 beside pyro_scm; run the commands above with its python.
+
+This page merges the records in `benchmarks/runs/` (each folder's README gives its commands,
+seeds, library version and machine load): `2026-11-25/` (the fixed kinds, the true SCM and the
+peers), `2026-12-01/` (`auto` with the first selection defaults: the ladder and random SCMs, and
+NSF with v0.1's defaults) and `2026-12-01-seeds10/` (`auto` with the current defaults: 10 seeds
+of the four SCMs of the measured table, 3 of the diamond and Y).
 """
 
 
