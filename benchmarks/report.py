@@ -75,7 +75,7 @@ READING = """### Reading the table
 - What the extrapolation flags remove: with p <= 0.001 they flag 0–1% of the counterfactual
   units, and where a seed's mean is carried by a blow-up they catch it (chain nonlinear, do(x2),
   10 seeds: 0.61 over all units, 0.11 over the unflagged ones; diamond non-additive do(x2):
-  8.1 → 2.5). Most of the remaining error sits in units inside the support (triangle nonlinear
+  6.0 → 2.3). Most of the remaining error sits in units inside the support (triangle nonlinear
   do(x2) 1.71 → 1.67): there the learned equation itself is off, which no support test can see.
 - DoWhy's model selection picks gradient-boosted trees on some nodes; trees extrapolate as a
   constant, which suits bounded equations such as the diamond's x4 = x3 / (|x2 + x3| + 0.5).
@@ -100,7 +100,7 @@ This page merges the records in `benchmarks/runs/` (each folder's README gives i
 seeds, library version and machine load): `2026-11-25/` (the fixed kinds, the true SCM and the
 peers), `2026-12-01/` (`auto` with the first selection defaults: the ladder and random SCMs, and
 NSF with v0.1's defaults) and `2026-12-01-seeds10/` (`auto` with the current defaults: 10 seeds
-of the four SCMs of the measured table, 3 of the diamond and Y).
+of the chain, triangle, diamond and Y SCMs, both variants).
 """
 
 
