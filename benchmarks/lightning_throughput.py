@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,8 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.ranks import free_port, run_ranks
 
 # train: (label, training units, epochs, global batch); the first is the one compared for loss
 SIZES = {
@@ -231,68 +232,31 @@ def _epoch_timer():
 # -- the driver ---------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(args: argparse.Namespace, processes: int) -> dict:
     """Start the ``processes`` ranks of one job at once and wait; returns rank 0's timings.
 
-    Each rank's stderr goes to ``--out/rank-<processes>-<rank>.log``: a pipe that nobody drains
-    fills up (64 KiB) and blocks the rank that writes to it, while the others wait for it in a
-    collective. The job stops when a rank fails (the others are killed) or after ``--timeout``.
+    Each rank's stderr goes to ``--out/rank-<processes>-<rank>.log`` (:func:`run_ranks`); the
+    job stops when a rank fails (the others are killed) or after ``--timeout``.
     """
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
     if processes > 1:
-        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
         env.update(WORLD_SIZE=str(processes), NODE_RANK="0")
     command = [sys.executable, "-m", "benchmarks.lightning_throughput", "--worker"]
     command += ["--processes", str(processes), "--size", args.size, "--out", str(args.out)]
     command += ["--accelerator", args.accelerator]
     logs = [args.out / f"rank-{processes}-{r}.log" for r in range(processes)]
     start = time.perf_counter()
-    ranks = []
-    for r, log in enumerate(logs):
-        with log.open("w") as stderr:
-            ranks.append(
-                subprocess.Popen(
-                    command,
-                    env={**env, "LOCAL_RANK": str(r)} if processes > 1 else env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=stderr,
-                )
-            )
-    try:
-        failed = _wait(ranks, start + args.timeout)
-    finally:
-        for p in ranks:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    envs = [{**env, "LOCAL_RANK": str(r)} if processes > 1 else env for r in range(processes)]
+    _, failed = run_ranks(command, envs, logs, args.timeout)
     if failed is not None:
         tail = logs[failed].read_text()[-4000:]
         raise RuntimeError(f"the {processes}-process job failed (rank {failed}):\n{tail}")
     out = json.loads((args.out / f"worker-{processes}.json").read_text())
     out["job_seconds"] = time.perf_counter() - start
     return out
-
-
-def _wait(ranks: list[subprocess.Popen], deadline: float) -> int | None:
-    """Wait for every rank; the first that failed or ran past ``deadline`` (None: all fine)."""
-    while True:
-        codes = [p.poll() for p in ranks]
-        for r, code in enumerate(codes):
-            if code not in (None, 0):
-                return r
-        if all(code == 0 for code in codes):
-            return None
-        if time.perf_counter() > deadline:
-            return next(r for r, code in enumerate(codes) if code is None)
-        time.sleep(0.5)
 
 
 _BURN = """

@@ -5,11 +5,9 @@ import copy
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import lightning as L
@@ -20,6 +18,7 @@ from lightning_ddp_job import build
 from torch.utils.data import Dataset
 
 import pyro_scm as ps
+from benchmarks.ranks import free_port, run_ranks
 from pyro_scm.errors import (
     DataError,
     InterventionError,
@@ -72,12 +71,6 @@ def fitted():
     scm = build(frame)
     history = scm.fit(frame, progress=False, **FIT)
     return frame, scm, history
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _equal(a: ps.QueryResult, b: ps.QueryResult) -> None:
@@ -412,10 +405,12 @@ def test_two_process_ddp_training_and_sharded_queries(fitted, tmp_path):
     torch.save({"frame": frame, "fit": fit, "queries": queries}, tmp_path / "setup.pt")
     # both ranks start at once, as torchrun would start them (Lightning reads the variables)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2")
-    codes, logs = _run_ranks(
-        [sys.executable, str(HERE / "lightning_ddp_job.py"), str(tmp_path)], env, tmp_path
-    )
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2")
+    paths = [tmp_path / f"rank-{rank}.log" for rank in range(2)]
+    envs = [{**env, "LOCAL_RANK": str(rank), "NODE_RANK": "0"} for rank in range(2)]
+    command = [sys.executable, str(HERE / "lightning_ddp_job.py"), str(tmp_path)]
+    codes, _ = run_ranks(command, envs, paths, timeout=240, cwd=tmp_path)
+    logs = [path.read_text() for path in paths]
     assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
     out = torch.load(tmp_path / "ddp.pt", weights_only=False)
 
@@ -443,36 +438,6 @@ def test_two_process_ddp_training_and_sharded_queries(fitted, tmp_path):
     _equal(out["sample"], ps.sharded.sample(scm, 17, {"x": 0.5}, chunk_size=7))
     assert torch.equal(out["backtrack"].factual["x"], f["x"].to(torch.float32))
     assert out["counterfactual"].num_units == 30
-
-
-def _run_ranks(command: list[str], env: dict, folder: Path, timeout: float = 240) -> tuple:
-    """Start 2 ranks at once, stderr to files; kill both when one fails or time runs out."""
-    paths = [folder / f"rank-{rank}.log" for rank in range(2)]
-    ranks = []
-    for rank, path in enumerate(paths):
-        with path.open("w") as log:
-            ranks.append(
-                subprocess.Popen(
-                    command,
-                    env={**env, "LOCAL_RANK": str(rank), "NODE_RANK": "0"},
-                    cwd=folder,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                )
-            )
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            codes = [p.poll() for p in ranks]
-            if all(c == 0 for c in codes) or any(c not in (None, 0) for c in codes):
-                break
-            time.sleep(0.2)
-    finally:
-        for p in ranks:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-    return [p.returncode for p in ranks], [path.read_text() for path in paths]
 
 
 def test_pyro_scm_imports_without_lightning():
