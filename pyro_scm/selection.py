@@ -205,7 +205,7 @@ def select_mechanisms(
             owner[f"{node}/{kind}"] = (node, kind)
 
     new = [k for k in candidates if owner[k][0] in selected]
-    shares = _shares(candidates, new, workers, usable_workers(torch.device(like.device)))
+    shares = _shares(candidates, new, workers, usable_workers(like.device))
     start = time.perf_counter()
     loop = _Loop(
         candidates, owner, sites, train, val_sites, val, generator.get_state(), device,

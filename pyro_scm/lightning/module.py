@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from ..fitting import _EarlyStopping, _param_groups, mechanism_losses, prepare
+from ..fitting import _EarlyStopping, _param_groups, adam, mechanism_losses, prepare
 
 __all__ = ["SCMModule"]
 
@@ -80,9 +80,8 @@ class SCMModule(L.LightningModule):
             self.scm.load_state_dict(state)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam with one parameter group per mechanism (key ``node``)."""
-        groups = _param_groups(self._mechanisms)
-        return torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
+        """Adam with one parameter group per mechanism (key ``node``), as in ``fit``."""
+        return adam(_param_groups(self._mechanisms), lr=self.lr, weight_decay=self.weight_decay)
 
     def on_fit_start(self) -> None:
         """Early stopping over the mechanisms (restored from a checkpoint when resuming)."""
