@@ -180,3 +180,15 @@ def test_report_carries_the_kept_blocks_of_the_old_page_before_reproduce():
     kept = "<!-- kept -->\n### Floor\n| a |\n<!-- /kept -->\n"
     assert text == "# B\n\nnew table\n\n" + kept + "\n## Reproduce\ny\n"
     assert report.carry_kept("no blocks", new) == new
+
+
+def test_workers_reach_auto_only():
+    syn = load_synthetic("dcm-chain", "nonlinear")
+    peers = dict.fromkeys(("chirho", "dowhy"), "skipped")
+    settings = run.mode_config("smoke")["settings"]
+    (auto,) = run.make_methods(settings, peers, syn, {"auto"}, workers=2)
+    assert auto.fit_kwargs == {"workers": 2}
+    (default,) = run.make_methods(settings, peers, syn, {"auto"})
+    assert default.fit_kwargs == {}
+    (nsf,) = run.make_methods(settings, peers, syn, {"nsf"}, workers=2)
+    assert "workers" not in nsf.fit_kwargs

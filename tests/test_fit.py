@@ -180,3 +180,19 @@ def test_log_prob_sums_the_mechanisms_densities():
         + normal(-0.8 * y + 0.7 * x, 0.3).log_prob(z)
     )
     torch.testing.assert_close(scm.log_prob({"x": x, "y": y, "z": z}), expected)
+
+
+def test_adam_is_fused_where_torch_has_a_fused_kernel_and_plain_elsewhere():
+    from pyro_scm.fitting import _FUSED, adam
+
+    cpu = [nn.Parameter(torch.zeros(3))]
+    opt = adam([{"params": cpu, "node": "x"}], lr=1e-3, weight_decay=0.0)
+    assert bool(opt.defaults["fused"]) == ("cpu" in _FUSED)
+    meta = [nn.Parameter(torch.zeros(3, device="meta"))]
+    assert not adam([{"params": meta}], lr=1e-3, weight_decay=0.0).defaults["fused"]
+    # a fused step is the same update as the per-tensor one
+    a, b = nn.Parameter(torch.ones(4)), nn.Parameter(torch.ones(4))
+    for p, opt in ((a, adam([{"params": [a]}], 0.1, 0.0)), (b, torch.optim.Adam([b], lr=0.1))):
+        p.grad = torch.arange(4.0)
+        opt.step()
+    assert torch.allclose(a, b)

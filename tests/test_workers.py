@@ -118,3 +118,31 @@ def test_bad_workers_fail_before_training():
         with pytest.raises(ArgumentError, match="workers"):
             scm.fit(frame, workers=bad, progress=False)
     assert scm.pending_selection is not None
+
+
+def test_workers_beyond_one_where_forking_is_impossible_fail_before_training(monkeypatch):
+    import pyro_scm.selection as selection
+
+    monkeypatch.setattr(selection, "can_fork", lambda device: False)
+    frame = _frame(100)[["x", "a"]]
+    scm = ps.SCM.from_graph(nx.DiGraph([("x", "a")]), frame, hidden=(4,))
+    with pytest.raises(ArgumentError, match="workers=2 trains in forked processes"):
+        select_mechanisms(scm, frame, workers=2, progress=False)
+    assert scm.pending_selection is not None
+    select_mechanisms(scm, frame, workers=1, epochs=1, progress=False)  # one process is fine
+
+
+def test_selection_defaults_to_the_two_standard_error_rule():
+    import inspect
+
+    from pyro_scm.selection import _choose
+
+    assert inspect.signature(select_mechanisms).parameters["tolerance"].default == 2.0
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(400, generator=g)
+    noise = torch.randn(400, generator=g)
+    # nsf better than anm by 1.5 standard errors of the difference
+    diff = 1.5 * noise.std() / 400**0.5 + (noise - noise.mean())
+    scores = {"anm": base, "nsf": base + diff}
+    assert _choose(scores, ("anm", "nsf"), tolerance=1.0)["kind"] == "nsf"
+    assert _choose(scores, ("anm", "nsf"), tolerance=2.0)["kind"] == "anm"
