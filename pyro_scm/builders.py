@@ -7,7 +7,15 @@ under their historical import path. It imports ``scm``, never the other way roun
 
 from __future__ import annotations
 
-from .mechanisms.factory import MechanismFactory, make_mechanism
+from .mechanisms.factory import DEFAULT_HIDDEN, MechanismFactory, default_hidden, make_mechanism
 from .scm import SCM, GraphSCM, from_graph
 
-__all__ = ["SCM", "GraphSCM", "MechanismFactory", "from_graph", "make_mechanism"]
+__all__ = [
+    "DEFAULT_HIDDEN",
+    "SCM",
+    "GraphSCM",
+    "MechanismFactory",
+    "default_hidden",
+    "from_graph",
+    "make_mechanism",
+]

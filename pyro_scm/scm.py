@@ -241,7 +241,7 @@ class SCM(nn.Module):
         mechanism: str | MechanismFactory | Mapping[str, str | MechanismFactory] = "auto",
         *,
         categorical: Mapping[str, int] | None = None,
-        hidden: Sequence[int] = (64, 64),
+        hidden: Sequence[int] | None = None,
         transforms: int = 3,
         candidates: Sequence[str] = KINDS,
     ) -> GraphSCM:
@@ -260,7 +260,9 @@ class SCM(nn.Module):
                 ``"anm"``, a callable ``(node, event_shape, context) -> Mechanism``, or a dict
                 node -> one of these (a node missing from the dict is ``"auto"``).
             categorical: node -> number of classes, for categorical nodes given as class indices.
-            hidden: hidden layer sizes of the networks.
+            hidden: hidden layer sizes of the networks (None: per kind,
+                :data:`~pyro_scm.builders.DEFAULT_HIDDEN`: three layers of 64 for ``anm`` and
+                ``locscale``, two for the flows and categorical nodes).
             transforms: number of flow transforms (flows only).
             candidates: the kinds ``"auto"`` chooses from, simplest first.
 
@@ -301,7 +303,7 @@ class SCM(nn.Module):
             scm.pending_selection = {
                 "nodes": auto,
                 "kinds": candidates,
-                "hidden": tuple(hidden),
+                "hidden": None if hidden is None else tuple(hidden),
                 "transforms": transforms,
             }
         g.check_matches(scm.graph, graph)

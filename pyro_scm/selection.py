@@ -101,7 +101,7 @@ def select_mechanisms(
     *,
     kinds: Sequence[str] = KINDS,
     nodes: Sequence[str] | None = None,
-    hidden: Sequence[int] = (64, 64),
+    hidden: Sequence[int] | None = None,
     transforms: int = 3,
     epochs: int = 200,
     batch_size: int = 256,
@@ -130,7 +130,8 @@ def select_mechanisms(
         data: a DataFrame or dict node -> ``(units, *event)`` with every node.
         kinds: candidate kinds, simplest first (the order breaks near-ties).
         nodes: the nodes to select for (default: every non-categorical node).
-        hidden: hidden layer sizes of the candidates' networks.
+        hidden: hidden layer sizes of the candidates' networks (None: each kind's
+            :data:`~pyro_scm.builders.DEFAULT_HIDDEN`).
         transforms: flow transforms of the flow candidates.
         epochs, batch_size, lr, weight_decay, val_fraction, patience, lr_decay, max_decays, seed,
             progress: as in :func:`pyro_scm.fitting.fit`; the validation units both stop the

@@ -122,3 +122,40 @@ def test_auto_on_a_vector_node():
         3,
         2,
     )
+
+
+def _hidden_layers(module: torch.nn.Module) -> list[int]:
+    """Output sizes of the Linear layers of ``module`` but the last (its hidden layers)."""
+    return [m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear)][:-1]
+
+
+def _mechanism(scm, node: str) -> torch.nn.Module:
+    return scm.mechanisms[scm.order.index(node)]
+
+
+def test_hidden_defaults_per_kind_and_an_explicit_hidden_for_all():
+    from pyro_scm.builders import DEFAULT_HIDDEN, default_hidden
+
+    frame = _frame(200)
+    graph = nx.DiGraph([("x", "a"), ("x", "s")])
+    kinds = {"x": "anm", "a": "anm", "s": "locscale"}
+    scm = ps.SCM.from_graph(graph, frame, mechanism=kinds)
+    assert _hidden_layers(_mechanism(scm, "a").loc) == list(DEFAULT_HIDDEN["anm"]) == [64, 64, 64]
+    assert _hidden_layers(_mechanism(scm, "s").scale) == list(default_hidden("locscale"))
+    flow = _mechanism(ps.SCM.from_graph(graph, frame, mechanism="nsf"), "a")
+    widths = [m.out_features for m in flow.modules() if hasattr(m, "out_features")]
+    assert widths.count(64) == 2 * 3  # 3 transforms, each conditioner with two hidden layers
+    small = ps.SCM.from_graph(graph, frame, mechanism={**kinds, "s": "nsf"}, hidden=(8,))
+    assert _hidden_layers(_mechanism(small, "a").loc) == [8]
+    widths = [
+        m.out_features for m in _mechanism(small, "s").modules() if hasattr(m, "out_features")
+    ]
+    assert 8 in widths and 64 not in widths
+    # "auto" candidates follow the same rule
+    auto = ps.SCM.from_graph(graph, frame)
+    assert auto.pending_selection["hidden"] is None
+    auto.fit(frame, epochs=1, progress=False, batch_size=100)
+    chosen = auto.graph.nodes["a"]["selection"]["kind"]
+    mechanism = _mechanism(auto, "a")
+    layers = _hidden_layers(mechanism.loc) if chosen != "nsf" else None
+    assert chosen == "nsf" or layers == list(default_hidden(chosen))
