@@ -19,6 +19,7 @@ JSON into ``docs/benchmarks.md``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -357,6 +358,17 @@ def _parse_scm(text: str) -> tuple[str, str]:
     return name, variant
 
 
+def _parse_hidden(text: str) -> tuple[int, ...]:
+    """``"64,64,64"`` -> ``(64, 64, 64)`` (an argparse type)."""
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive widths like 64,64,64, got {text!r}")
+    return widths
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group()
@@ -383,6 +395,12 @@ def main(argv: list[str] | None = None) -> dict:
         help="processes of auto's mechanism selection (default: the library's, one per CPU)",
     )
     parser.add_argument(
+        "--hidden",
+        type=_parse_hidden,
+        metavar="W,W,...",
+        help="hidden layers of the fixed kinds' networks (default: the mode's, (64, 64) in full)",
+    )
+    parser.add_argument(
         "--methods",
         help=f"comma-separated subset of {', '.join(METHOD_KEYS.values())} (chirho needs nsf)",
     )
@@ -392,11 +410,13 @@ def main(argv: list[str] | None = None) -> dict:
     config = mode_config(mode)
     if args.scm:
         config["scms"] = args.scm
+    if args.hidden:
+        config["settings"] = dataclasses.replace(config["settings"], hidden=args.hidden)
     if args.seeds is not None:
         if args.seeds < 1:
             parser.error("--seeds must be at least 1")
         config["seeds"] = list(range(args.first_seed, args.first_seed + args.seeds))
-    narrowed = bool(args.scm or args.seeds is not None or args.methods)
+    narrowed = bool(args.scm or args.seeds is not None or args.methods or args.hidden)
     only = None
     if args.methods:
         only = {m.strip() for m in args.methods.split(",") if m.strip()}

@@ -1,5 +1,6 @@
 """The benchmark runner's smoke path on one tiny SCM, the report, and the speed helpers."""
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -140,7 +141,14 @@ def test_slices_run_and_merge_into_one_report(tmp_path):
 
 @pytest.mark.parametrize(
     "argv",
-    [["--methods", "chirho"], ["--methods", "nsf,magic"], ["--scm", "dcm-chain"], ["--seeds", "0"]],
+    [
+        ["--methods", "chirho"],
+        ["--methods", "nsf,magic"],
+        ["--scm", "dcm-chain"],
+        ["--seeds", "0"],
+        ["--hidden", "64,x"],
+        ["--hidden", "0"],
+    ],
 )
 def test_bad_slice_arguments_exit(argv, tmp_path):
     with pytest.raises(SystemExit):
@@ -192,3 +200,16 @@ def test_workers_reach_auto_only():
     assert default.fit_kwargs == {}
     (nsf,) = run.make_methods(settings, peers, syn, {"nsf"}, workers=2)
     assert "workers" not in nsf.fit_kwargs
+
+
+def test_hidden_reaches_the_fixed_kinds(tmp_path):
+    run.main(
+        ["--smoke", "--no-speed", "--methods", "anm", "--hidden", "3,5", "--out", str(tmp_path)]
+    )
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["settings"]["hidden"] == [3, 5] and saved["mode"] == "smoke (slice)"
+    settings = dataclasses.replace(run.mode_config("smoke")["settings"], hidden=(3, 5))
+    syn = load_synthetic("dcm-chain", "nonlinear")
+    peers = dict.fromkeys(("chirho", "dowhy"), "skipped")
+    auto, anm = run.make_methods(settings, peers, syn, {"anm", "auto"})
+    assert anm.build == {"hidden": (3, 5)} and "hidden" not in auto.build  # auto: the defaults
