@@ -151,6 +151,11 @@ def test_hidden_defaults_per_kind_and_an_explicit_hidden_for_all():
         m.out_features for m in _mechanism(small, "s").modules() if hasattr(m, "out_features")
     ]
     assert 8 in widths and 64 not in widths
+    from pyro_scm.datasets import learned_scm, load_synthetic
+
+    syn = load_synthetic("dcm-chain", "nonlinear")
+    bench = learned_scm(syn, syn.sample(50, seed=0), "anm")  # the benchmarks' models too
+    assert _hidden_layers(_mechanism(bench, "x2").loc) == [64, 64, 64]
     # "auto" candidates follow the same rule
     auto = ps.SCM.from_graph(graph, frame)
     assert auto.pending_selection["hidden"] is None

@@ -78,10 +78,12 @@ def learned_scm(
     data: pd.DataFrame | Mapping[str, Tensor],
     mechanism: str | MechanismFactory | Mapping[str, str | MechanismFactory] = "nsf",
     *,
-    hidden: Sequence[int] = (64, 64),
+    hidden: Sequence[int] | None = None,
     transforms: int = 3,
 ) -> GraphSCM:
     """An untrained ``ps.SCM.from_graph`` model over ``synthetic``'s graph, shaped by ``data``.
+
+    ``hidden`` and ``transforms`` as in ``from_graph`` (None: each kind's default layers).
 
     ``data`` is a frame from ``synthetic.to_frame`` or a dict node -> ``(n, *event)`` (what
     ``synthetic.sample`` returns). Train it with ``model.fit(data)``.
