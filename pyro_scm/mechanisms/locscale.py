@@ -119,7 +119,7 @@ class LocScaleMechanism(Mechanism):
         Args:
             context_features: total size of the parents (0 for a root).
             event_shape: the node's event shape.
-            hidden: hidden layer sizes of the networks (the default is `DEFAULT_HIDDEN["locscale"]`).
+            hidden: hidden layer sizes of the networks (default: `DEFAULT_HIDDEN["locscale"]`).
             heteroscedastic: whether the scale depends on the parents.
         """
         event_shape = torch.Size(event_shape)
