@@ -74,9 +74,16 @@ READING = """### Reading the table
   to the better peer) have an error floor no method can pass.
 - What the extrapolation flags remove: with p <= 0.001 they flag 0–1% of the counterfactual
   units, and where a seed's mean is carried by a blow-up they catch it (chain nonlinear, do(x2),
-  10 seeds: 0.61 over all units, 0.11 over the unflagged ones; diamond non-additive do(x2):
+  10 seeds: 0.78 over all units, 0.14 over the unflagged ones; diamond non-additive do(x2):
   6.0 → 2.3). Most of the remaining error sits in units inside the support (triangle nonlinear
-  do(x2) 1.71 → 1.67): there the learned equation itself is off, which no support test can see.
+  do(x2) 1.09 → 1.08): there the learned equation itself is off, which no support test can see.
+- Depth matters more than width for the regression networks: three hidden layers of 64 (the
+  default of `anm` and `locscale` since commit adce4ff) lowered `auto`'s triangle nonlinear
+  do(x2) from 1.71 to 1.09 over the same 10 seeds (`benchmarks/runs/2026-12-01-depth/`).
+- A flow's counterfactual off the support depends on its random initial weights: on the
+  non-additive triangle, do(x2), the same data and settings gave 61.8 and 372.7 for two
+  initialisations, and the 10-seed mean moved from 59.9 to 141.0 between two runs whose flows
+  differ only there. Means over seeds of that row are not stable to better than a factor of two.
 - DoWhy's model selection picks gradient-boosted trees on some nodes; trees extrapolate as a
   constant, which suits bounded equations such as the diamond's x4 = x3 / (|x2 + x3| + 0.5).
 """
@@ -99,8 +106,12 @@ with DoWhy 0.14 and ChiRho 0.3 beside pyro_scm; run the commands above with its 
 This page merges the records in `benchmarks/runs/` (each folder's README gives its commands,
 seeds, library version and machine load): `2026-11-25/` (the fixed kinds, the true SCM and the
 peers), `2026-12-01/` (`auto` with the first selection defaults: the ladder and random SCMs, and
-NSF with v0.1's defaults) and `2026-12-01-seeds10/` (`auto` with the current defaults: 10 seeds
-of the chain, triangle, diamond and Y SCMs, both variants).
+NSF with v0.1's defaults), `2026-12-01-seeds10/` (`auto` with two-layer regression networks:
+10 seeds of the chain, triangle, diamond and Y SCMs, both variants), `2026-12-01-fixed/` (seeds
+3–9 of the fixed kinds, the true SCM and DoWhy), `2026-12-01-ladder/` (`auto` on the ladder and
+random SCMs, seeds 0–1, two layers) and `2026-12-01-depth/` (`auto` with the current defaults,
+three-layer regression networks: 10 seeds of the chain and triangle SCMs, some of the nonlinear
+diamond and Y), later folders replacing earlier records of the same SCM and method.
 """
 
 
