@@ -106,12 +106,13 @@ with DoWhy 0.14 and ChiRho 0.3 beside pyro_scm; run the commands above with its 
 This page merges the records in `benchmarks/runs/` (each folder's README gives its commands,
 seeds, library version and machine load): `2026-11-25/` (the fixed kinds, the true SCM and the
 peers), `2026-12-01/` (`auto` with the first selection defaults: the ladder and random SCMs, and
-NSF with v0.1's defaults), `2026-12-01-seeds10/` (`auto` with two-layer regression networks:
-10 seeds of the chain, triangle, diamond and Y SCMs, both variants), `2026-12-01-fixed/` (seeds
-3–9 of the fixed kinds, the true SCM and DoWhy; NSF and ChiRho on the chain and triangle), `2026-12-01-ladder/` (`auto` on the ladder and
-random SCMs, seeds 0–1, two layers) and `2026-12-01-depth/` (`auto` with the current defaults,
-three-layer regression networks: 10 seeds of the chain and triangle SCMs, some of the nonlinear
-diamond and Y), later folders replacing earlier records of the same SCM and method.
+NSF with v0.1's defaults), `2026-12-01-seeds10/` (`auto` with two-layer regression networks: 10
+seeds of the chain, triangle, diamond and Y SCMs, both variants), `2026-12-01-fixed/` (seeds 3–9
+of the fixed kinds, the true SCM and DoWhy; NSF and ChiRho on the chain and triangle),
+`2026-12-01-ladder/` (`auto` on the ladder and random SCMs, seeds 0–1, two layers) and
+`2026-12-01-depth/` (`auto` with the current defaults, three-layer regression networks: 10 seeds
+of the chain and triangle SCMs, some of the nonlinear diamond and Y), later folders replacing
+earlier records of the same SCM and method.
 """
 
 
