@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pyro_scm as ps
-from pyro_scm.errors import DataError, MechanismError, UnknownNodeError
+from pyro_scm.errors import ArgumentError, DataError, MechanismError, UnknownNodeError
 from pyro_scm.selection import _choose, select_mechanisms
 
 FAST = {"epochs": 30, "batch_size": 100, "lr": 1e-2, "progress": False}
@@ -164,3 +164,13 @@ def test_hidden_defaults_per_kind_and_an_explicit_hidden_for_all():
     mechanism = _mechanism(auto, "a")
     layers = _hidden_layers(mechanism.loc) if chosen != "nsf" else None
     assert chosen == "nsf" or layers == list(default_hidden(chosen))
+
+
+@pytest.mark.parametrize("hidden", [(0,), (64, -1), "64", (2.5,), 64, (True,)])
+def test_bad_hidden_fails_before_training(hidden):
+    frame = _frame(100)
+    graph = nx.DiGraph([("x", "a")])
+    with pytest.raises(ArgumentError, match="hidden"):
+        ps.SCM.from_graph(graph, frame[["x", "a"]], mechanism="anm", hidden=hidden)
+    with pytest.raises(ArgumentError, match="hidden"):
+        ps.SCM.from_graph(graph, frame[["x", "a"]], hidden=hidden)  # "auto"

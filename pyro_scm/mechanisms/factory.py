@@ -8,7 +8,7 @@ import torch
 import zuko
 
 from ..data import NodeSpec
-from ..errors import MechanismError
+from ..errors import ArgumentError, MechanismError
 from .base import Mechanism
 from .categorical import CategoricalMechanism
 from .flow import FlowMechanism
@@ -52,6 +52,7 @@ def make_mechanism(
     :class:`CategoricalMechanism`. ``hidden``: the networks' hidden layer sizes (None: the
     kind's :data:`DEFAULT_HIDDEN`).
     """
+    _check_hidden(hidden)
     if spec.num_classes is not None:
         return CategoricalMechanism(
             spec.num_classes, context, default_hidden("categorical") if hidden is None else hidden
@@ -81,3 +82,12 @@ def make_mechanism(
         f"unknown mechanism {kind!r} for node {node!r}; use 'auto', 'nsf', 'maf', 'locscale', "
         "'anm' or a callable"
     )
+
+
+def _check_hidden(hidden: object) -> None:
+    """Raise :class:`ArgumentError` unless ``hidden`` is None or a sequence of ints >= 1."""
+    if hidden is None:
+        return
+    ok = isinstance(hidden, Sequence) and not isinstance(hidden, str)
+    if not ok or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in hidden):
+        raise ArgumentError(f"hidden must be a sequence of layer sizes >= 1, got {hidden!r}")
