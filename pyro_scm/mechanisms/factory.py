@@ -12,6 +12,7 @@ from ..errors import ArgumentError, MechanismError
 from .base import Mechanism
 from .categorical import CategoricalMechanism
 from .flow import FlowMechanism
+from .locscale import HIDDEN as LOCSCALE_HIDDEN
 from .locscale import LocScaleMechanism
 
 __all__ = ["DEFAULT_HIDDEN", "MechanismFactory", "default_hidden", "make_mechanism"]
@@ -23,8 +24,8 @@ MechanismFactory = Callable[[str, torch.Size, int], Mechanism]
 #: counterfactual MSE of off-support parents by a factor of 2 to 30 for the same cost
 #: (``docs/accuracy.md``); the flows' conditioners keep two (a third made them slower, not better).
 DEFAULT_HIDDEN: dict[str, tuple[int, ...]] = {
-    "anm": (64, 64, 64),
-    "locscale": (64, 64, 64),
+    "anm": LOCSCALE_HIDDEN,
+    "locscale": LOCSCALE_HIDDEN,
     "nsf": (64, 64),
     "maf": (64, 64),
     "categorical": (64, 64),
@@ -66,7 +67,7 @@ def make_mechanism(
             )
         return mechanism
     features = max(spec.event_shape.numel(), 1)
-    if hidden is None and isinstance(kind, str):
+    if hidden is None:
         hidden = default_hidden(kind)
     flows = {"nsf": zuko.flows.NSF, "maf": zuko.flows.MAF}
     if kind in flows:
