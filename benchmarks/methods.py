@@ -8,6 +8,8 @@ protocol at once where the method can batch (pyro_scm, ChiRho); the peers that c
   (per-node selection, library defaults) mechanisms; it keeps each counterfactual's
   extrapolation flags (``last_flags``) and, for ``auto``, the kinds chosen per node;
 - :class:`TrueMethod`: the true SCM written with ``LocScaleMechanism`` (a check on the harness);
+- :class:`RankOracleMethod`: the counterfactual of a perfect rank-preserving (flow) model, from
+  the true equations: the floor of any flow on the non-identifiable SCMs;
 - :class:`ChiRhoMethod`: ChiRho's counterfactual handlers over the fitted pyro_scm mechanisms;
 - :class:`DoWhyANMMethod`: DoWhy gcm with its default (additive-noise) model selection.
 
@@ -115,6 +117,40 @@ class TrueMethod(PyroSCMMethod):
 
     def fit(self, syn: SyntheticSCM, data: Values, seed: int) -> None:
         self.scm = true_scm(syn)
+
+
+class RankOracleMethod(Method):
+    """A rank-preserving model that knows the true conditional distributions (no training).
+
+    Its counterfactual keeps each recomputed node's rank in its true conditional distribution
+    (:meth:`~pyro_scm.datasets.SyntheticSCM.rank_preserving_counterfactual`): what an NSF
+    mechanism gives once it has learnt the data exactly. On an identifiable SCM that is the
+    true counterfactual; on a non-identifiable one it is the floor of any flow, so the gap
+    between a flow and this row is estimation and extrapolation error, and the rest is the
+    counterfactual the observations cannot fix. Samples come from the true SCM.
+    """
+
+    name = "rank-oracle"
+
+    def __init__(self):
+        self.syn: SyntheticSCM | None = None
+        self.calls = 0
+
+    def fit(self, syn: SyntheticSCM, data: Values, seed: int) -> None:
+        self.syn, self.seed = syn, seed
+
+    def sample(self, n: int) -> Values:
+        self.calls += 1
+        return self.syn.sample(n, seed=7000 + 100 * self.seed + self.calls)
+
+    def interventional(self, node: str, values: Tensor) -> Values:
+        self.calls += 1
+        return self.syn.interventional(
+            {node: values}, len(values), 7000 + 100 * self.seed + self.calls
+        )
+
+    def counterfactual(self, factual: Values, node: str, values: Tensor) -> Values:
+        return self.syn.rank_preserving_counterfactual(factual, {node: values})
 
 
 class ChiRhoMethod(Method):

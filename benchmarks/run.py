@@ -9,11 +9,12 @@
 hours on a 2-core CPU).
 
 Methods: pyro_scm with NSF flow, loc-scale and additive-noise (``anm``) mechanisms, the true
-SCM (additive SCMs: a check on the harness, ~0 counterfactual error), and where installed ChiRho
-(over pyro_scm's fitted NSF mechanisms) and DoWhy gcm (ANM). Peers belong to the benchmark
-environment (``.venv-bench``); a missing peer is reported and skipped. Writes ``results.json`` and
-``results.md`` to ``--out`` (default ``benchmarks/out/run``); ``benchmarks/report.py`` turns the
-JSON into ``docs/benchmarks.md``.
+SCM (additive SCMs: a check on the harness, ~0 counterfactual error), the rank-preserving
+oracle (non-identifiable scalar SCMs: the floor of any flow, from the true equations), and where
+installed ChiRho (over pyro_scm's fitted NSF mechanisms) and DoWhy gcm (ANM). Peers belong to the
+benchmark environment (``.venv-bench``); a missing peer is reported and skipped. Writes
+``results.json`` and ``results.md`` to ``--out`` (default ``benchmarks/out/run``);
+``benchmarks/report.py`` turns the JSON into ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch
 
 from benchmarks.dcm_protocol import Settings, evaluate
-from benchmarks.methods import ChiRhoMethod, DoWhyANMMethod, PyroSCMMethod, TrueMethod, peer_status
+from benchmarks.methods import (
+    ChiRhoMethod,
+    DoWhyANMMethod,
+    PyroSCMMethod,
+    RankOracleMethod,
+    TrueMethod,
+    peer_status,
+)
 from benchmarks.published import MEASURED, PUBLISHED
 from pyro_scm.datasets import load_synthetic
 
@@ -102,6 +110,7 @@ METHOD_KEYS = {
     "pyro_scm-locscale": "locscale",
     "pyro_scm-anm": "anm",
     "true-scm": "true",
+    "rank-oracle": "rank",
     "chirho[nsf]": "chirho",
     "dowhy-anm": "dowhy",
 }
@@ -110,7 +119,8 @@ METHOD_KEYS = {
 def make_methods(
     settings: Settings, peers: dict, syn, only: set[str] | None = None, workers: int | None = None
 ) -> list:
-    """The methods run on ``syn`` (true model only for additive SCMs; DoWhy scalar nodes only).
+    """The methods run on ``syn`` (true model only for additive SCMs, the rank oracle only for
+    non-identifiable scalar ones; DoWhy scalar nodes only).
 
     ``only``: keys of :data:`METHOD_KEYS` to keep (None: all but ``nsf0``, NSF with fit's
     defaults before issue 15). ChiRho reuses the NSF model, so it needs ``nsf`` too.
@@ -136,6 +146,8 @@ def make_methods(
     ]
     if syn.is_additive:
         methods.append(TrueMethod())
+    elif not syn.is_identifiable and not any(len(s) for s in syn.event_shapes.values()):
+        methods.append(RankOracleMethod())
     if peers["chirho"].startswith("ok"):
         methods.append(ChiRhoMethod(nsf))
     if peers["dowhy"].startswith("ok") and not any(len(s) for s in syn.event_shapes.values()):

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import report, run
 from benchmarks.dcm_protocol import Settings, evaluate
-from benchmarks.methods import TrueMethod
+from benchmarks.methods import RankOracleMethod, TrueMethod
 from benchmarks.speed import (
     chain10,
     floor_counterfactual,
@@ -213,3 +213,25 @@ def test_hidden_reaches_the_fixed_kinds(tmp_path):
     peers = dict.fromkeys(("chirho", "dowhy"), "skipped")
     auto, anm = run.make_methods(settings, peers, syn, {"anm", "auto"})
     assert anm.build == {"hidden": (3, 5)} and "hidden" not in auto.build  # auto: the defaults
+
+
+def test_rank_oracle_runs_on_non_identifiable_scalar_scms_only():
+    peers = dict.fromkeys(("chirho", "dowhy"), "skipped")
+    settings = run.mode_config("smoke")["settings"]
+    names = {
+        (name, variant): [m.name for m in run.make_methods(settings, peers, syn, {"rank", "true"})]
+        for name, variant in [("dcm-chain", "nonlinear"), ("dcm-chain", "nonadditive"),
+                              ("dcm-ladder", "nonadditive")]
+        for syn in [load_synthetic(name, variant)]
+    }  # fmt: skip
+    assert names[("dcm-chain", "nonlinear")] == ["true-scm"]
+    assert names[("dcm-chain", "nonadditive")] == ["rank-oracle"]
+    assert names[("dcm-ladder", "nonadditive")] == []
+    syn = load_synthetic("dcm-chain", "nonadditive")
+    oracle = RankOracleMethod()
+    oracle.fit(syn, syn.sample(8), seed=0)
+    factual, noise = syn.sample_with_noise(50, seed=1)
+    values = torch.full((50,), 0.3)
+    cf = oracle.counterfactual(factual, "x2", values)  # x3 increasing in |u3|: the truth
+    truth = syn.counterfactual(noise, {"x2": values})
+    assert torch.allclose(cf["x3"], truth["x3"], atol=0.02)
