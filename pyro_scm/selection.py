@@ -24,7 +24,9 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import pandas as pd
 import pyro.poutine as poutine
@@ -135,7 +137,9 @@ def select_mechanisms(
         transforms: flow transforms of the flow candidates.
         epochs, batch_size, lr, weight_decay, val_fraction, patience, lr_decay, max_decays, seed,
             progress: as in :func:`pyro_scm.fitting.fit`; the validation units both stop the
-            training and score the candidates.
+            training and score the candidates. ``seed`` also seeds each candidate's initial
+            weights, from ``(seed, node, kind)``: a candidate starts the same whatever the
+            other kinds, nodes and the global RNG (None: the global RNG).
         tolerance: standard errors of the held-out log-likelihood difference within which a
             simpler kind is preferred to the best one (0: the best held-out log-likelihood).
         budget_s: stop training after this many seconds (every candidate keeps its best
@@ -190,9 +194,10 @@ def select_mechanisms(
         if node in selected:
             context = parent_context(parents, 1)  # training data: (units, *event)
             features = 0 if context is None else context.shape[-1]
-            pool = {
-                k: make_mechanism(k, node, specs[node], features, hidden, transforms) for k in kinds
-            }
+            pool = {}
+            for k in kinds:
+                with _initial_weights(seed, node, k):
+                    pool[k] = make_mechanism(k, node, specs[node], features, hidden, transforms)
             for cand in pool.values():
                 cand.to(device=like.device, dtype=like.dtype)
                 with torch.no_grad():
@@ -245,6 +250,19 @@ def select_mechanisms(
     frame.attrs["worker_cpu_s"] = [cpu for _, _, cpu in results]
     frame.attrs["budget_hit"] = budget_s is not None and frame.attrs["seconds"] > budget_s
     return frame
+
+
+@contextmanager
+def _initial_weights(seed: int | None, node: str, kind: str) -> Iterator[None]:
+    """Draw a candidate's initial weights from a generator of its own, seeded by
+    ``(seed, node, kind)`` and restored afterwards: a candidate starts the same whatever the
+    other candidates, the other nodes and the global RNG are (None: the global RNG)."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(zlib.crc32(f"{seed}/{node}/{kind}".encode()))
+        yield
 
 
 #: relative cost of one training step of a candidate kind, for sharing the work between workers

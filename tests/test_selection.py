@@ -174,3 +174,26 @@ def test_bad_hidden_fails_before_training(hidden):
         ps.SCM.from_graph(graph, frame[["x", "a"]], mechanism="anm", hidden=hidden)
     with pytest.raises(ArgumentError, match="hidden"):
         ps.SCM.from_graph(graph, frame[["x", "a"]], hidden=hidden)  # "auto"
+
+
+def test_a_candidates_initial_weights_depend_on_the_seed_node_and_kind_only():
+    frame = _frame(300)[["x", "s"]]
+    graph = nx.DiGraph([("x", "s")])
+    fast = {**FAST, "epochs": 2}
+
+    def nsf_rows(kinds, global_seed, seed=0):
+        torch.manual_seed(global_seed)
+        scm = ps.SCM.from_graph(graph, frame, hidden=(8,), transforms=1, candidates=kinds)
+        history = scm.fit(frame, seed=seed, workers=1, **fast)
+        rows = history[(history.node == "s") & (history.kind == "nsf")]
+        return rows[["train", "val"]].to_numpy()
+
+    reference = nsf_rows(("anm", "nsf"), global_seed=0)
+    # other kinds beside it and another global RNG state: the same start, the same training
+    assert (nsf_rows(("locscale", "nsf"), global_seed=1) == reference).all()
+    assert (nsf_rows(("anm", "locscale", "nsf"), global_seed=2) == reference).all()
+    assert not (nsf_rows(("anm", "nsf"), global_seed=0, seed=1) == reference).all()
+    scm = ps.SCM.from_graph(graph, frame, hidden=(8,), transforms=1)
+    state = torch.random.get_rng_state()
+    select_mechanisms(scm, frame, workers=1, **fast)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is left alone
