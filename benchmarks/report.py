@@ -35,7 +35,10 @@ columns and over the first column only (the variant DCM published). `true-scm` i
 own equations written as a pyro_scm program with `LocScaleMechanism`
 (`pyro_scm.datasets.true_models.true_scm`): its counterfactual error must be 0, a check on the
 harness, and its MMDs are the noise floor of the metric at these sample sizes (SCMS.md measured
-{obs_floor} for observational and {int_floor} for interventional MMD, x100).
+{obs_floor} for observational and {int_floor} for interventional MMD, x100). `rank-oracle`
+(non-additive SCMs) is the counterfactual of a model that keeps each node's rank in its true
+conditional distribution (`SyntheticSCM.rank_preserving_counterfactual`): a flow that learnt the
+data exactly, so its error is the floor of any flow there (`docs/accuracy.md`).
 
 Methods: `pyro_scm-nsf` (neural spline flows with affine tails), `pyro_scm-locscale`
 (heteroscedastic Gaussian, MLP loc and scale), `pyro_scm-anm` (MLP loc, constant learned scale:
