@@ -310,7 +310,7 @@ class SyntheticSCM:
         actions = self._check_do(do, n)
         probs = (torch.arange(grid, dtype=self.dtype, device=self.device) + 0.5) / grid
         if self.noise == "normal":
-            quantiles = torch.distributions.Normal(0.0, 1.0).icdf(probs)
+            quantiles = torch.special.ndtri(probs)
         else:
             quantiles = UNIFORM_LOW + (1.0 - UNIFORM_LOW) * probs
         changed = set(actions).union(*(nx.descendants(self._graph, v) for v in actions))
