@@ -134,10 +134,10 @@ class RankOracleMethod(Method):
 
     def __init__(self):
         self.syn: SyntheticSCM | None = None
-        self.calls = 0
+        self.seed = self.calls = 0
 
     def fit(self, syn: SyntheticSCM, data: Values, seed: int) -> None:
-        self.syn, self.seed = syn, seed
+        self.syn, self.seed, self.calls = syn, seed, 0
 
     def sample(self, n: int) -> Values:
         self.calls += 1

@@ -144,13 +144,14 @@ def make_methods(
         PyroSCMMethod("locscale", fit_kwargs=fit, hidden=settings.hidden),
         PyroSCMMethod("anm", fit_kwargs=fit, hidden=settings.hidden),
     ]
+    scalar = not any(len(s) for s in syn.event_shapes.values())
     if syn.is_additive:
         methods.append(TrueMethod())
-    elif not syn.is_identifiable and not any(len(s) for s in syn.event_shapes.values()):
+    elif not syn.is_identifiable and scalar:
         methods.append(RankOracleMethod())
     if peers["chirho"].startswith("ok"):
         methods.append(ChiRhoMethod(nsf))
-    if peers["dowhy"].startswith("ok") and not any(len(s) for s in syn.event_shapes.values()):
+    if peers["dowhy"].startswith("ok") and scalar:
         methods.append(DoWhyANMMethod())
     if only is None:  # the default: everything but the old-defaults reference
         only = set(METHOD_KEYS.values()) - {"nsf0"}

@@ -674,6 +674,14 @@ def test_rank_preserving_counterfactual_errors():
         syn.rank_preserving_counterfactual({"x1": factual["x1"]}, {"x1": 0.0})
     with pytest.raises(NonFiniteError):
         syn.rank_preserving_counterfactual(factual, {"x1": float("nan")})
+    from pyro_scm.datasets._scm import general, root
+
+    log_noise = {"x1": root(), "x2": general(["x1"], lambda u, x1: torch.log(u) + x1)}
+    broken = SyntheticSCM("log", "test", log_noise, dtype=torch.float64)  # NaN for u < 0
+    with pytest.raises(NonFiniteError, match="'x2'"):
+        broken.rank_preserving_counterfactual(
+            {"x1": torch.zeros(3), "x2": torch.zeros(3)}, {"x1": 1.0}
+        )
     ladder = load("dcm-ladder", "nonadditive")
     with pytest.raises(ShapeError, match="scalar"):
         ladder.rank_preserving_counterfactual(ladder.sample(4), {"x1": 0.0})

@@ -284,7 +284,8 @@ class SyntheticSCM:
         monotone in its noise this is the true counterfactual; where it is not (a non-identifiable
         node) it is the best any such model can do from observations, a floor for learned flows
         and a reference for ``counterfactual(noise, do)``. F is estimated on ``grid`` evenly
-        spaced quantiles of the noise (mid-ranks for ties); memory ``(units, grid)`` per node.
+        spaced quantiles of the noise (mid-ranks for ties); a value beyond the extreme
+        quantiles takes the extreme one's rank. Memory ``(units, grid)`` per node.
 
         Args:
             factual: node -> ``(units,)`` observed values.
@@ -296,6 +297,8 @@ class SyntheticSCM:
 
         Raises:
             ShapeError: some node is not scalar.
+            DataError: ``grid`` is not an int >= 100.
+            NonFiniteError: an equation gives NaN or infinity on the noise quantiles.
         """
         if isinstance(grid, bool) or not isinstance(grid, int) or grid < 100:
             raise DataError(f"grid must be an int >= 100, got {grid!r}")
@@ -325,6 +328,11 @@ class SyntheticSCM:
                 u = quantiles[None, :]  # (1, grid) against (units, 1) parents
                 before = eq.generate(u, *(x[p][:, None] for p in eq.parents))
                 after = eq.generate(u, *(out[p][:, None] for p in eq.parents))
+                if not (torch.isfinite(before).all() and torch.isfinite(after).all()):
+                    raise NonFiniteError(
+                        f"the equation of node {node!r} gives NaN or infinity on the noise "
+                        "quantiles, so its conditional distribution cannot be ranked"
+                    )
                 below = (before < x[node][:, None]).sum(-1) + (before <= x[node][:, None]).sum(-1)
                 index = (below // 2).clamp(max=grid - 1)  # the mid-rank, (units,)
                 out[node] = after.sort(-1).values.gather(-1, index[:, None])[:, 0]
