@@ -5,22 +5,30 @@ counterfactual that pairs parent values never seen together (``do(x2)`` on a tri
 x1) or a factual unit beyond the largest training value asks the network to extrapolate. At fit
 time (:func:`record_support`, called from :func:`pyro_scm.fitting.prepare`) each node keeps, as
 buffers of a :class:`ParentSupport`, up to ``max_reference`` of its training parents whitened by
-their mean and covariance, z = L⁻¹(c − μ) with LLᵀ = Σ, and the leave-one-out distances of these
-reference points to their k-th nearest other reference point, s₁ ≤ … ≤ s_m. A query's parents c
-get the conformal p-value
+their mean and covariance, z = L⁻¹(c − μ) with LLᵀ = Σ. A query's parents c get two statistics
+from their k nearest reference points N(c):
 
-    p(c) = (1 + #{j : s_j ≥ s(c)}) / (m + 1),   s(c) = k-th smallest ‖z(c) − z_j‖,
+    s(c) = k-th smallest ‖z(c) − z_j‖                  (isolation: far from all the data)
+    ℓ(c) = s(c) / mean_{j ∈ N(c)} s_j                  (local: far from the data near it)
 
-which is uniform on (0, 1] (up to ties) for parents drawn from the training distribution, on
-every node alike: one threshold means the same everywhere. Beyond the largest reference score
-the p-value keeps falling, p = exp(−(s − s_m)/τ)/(m + 1), with τ the mean excess of the top 5%
-of the scores (an exponential tail), so that it can go below 1/(m + 1) and still ranks units
-by how far out they lie. A counterfactual scores each node it
-recomputes twice, at its counterfactual and at its factual parents (abduction uses the latter),
-and reports the Bonferroni combination ``min(1, 2 min(p_cf, p_factual))`` as
-``sample_stats["extrapolation_<node>"]``; units with ``p <= ALPHA`` on any node are flagged
-(``sample_stats["extrapolated"]``) and an :class:`ExtrapolationWarning` names each node with
-flagged units.
+where s_j is reference point j's own leave-one-out k-NN distance; ℓ is the simplified local
+outlier factor (Schubert, Zimek and Kriegel, 2014). s alone misses parents just off a thin
+ridge (x2 ≈ f(x1)): they are no more isolated than the training points in the tails, while ℓ
+compares them with their dense neighbourhood. Each statistic t gets the conformal p-value
+against the leave-one-out statistics t_1 ≤ … ≤ t_m of the reference points,
+
+    p_t(c) = (1 + #{j : t_j ≥ t(c)}) / (m + 1),
+
+uniform on (0, 1] (up to ties) for parents drawn from the training distribution, on every node
+alike: one threshold means the same everywhere. Beyond the largest reference statistic the
+p-value keeps falling, p = exp(−(t − t_m)/τ)/(m + 1), with τ the mean excess of the top 5% of
+the statistics (an exponential tail), so that it can go below 1/(m + 1) and still ranks units
+by how far out they lie. The node's p-value is their Bonferroni combination
+p = min(1, 2 min(p_s, p_ℓ)). A counterfactual scores each node it recomputes twice, at its
+counterfactual and at its factual parents (abduction uses the latter), and reports
+``min(1, 2 min(p_cf, p_factual))`` as ``sample_stats["extrapolation_<node>"]``; units with
+``p <= ALPHA`` on any node are flagged (``sample_stats["extrapolated"]``) and an
+:class:`ExtrapolationWarning` names each node with flagged units.
 
 The k-NN search costs O(units (log m + k)) for a node with one parent feature (a window of the
 sorted reference, exact) and O(units m) for several (a brute-force distance matrix in chunks).
@@ -52,6 +60,8 @@ __all__ = [
 ALPHA = 1e-3
 #: nodes with more parent features than this are not scored (images as parents).
 MAX_FEATURES = 64
+#: distance (whitened units) added to both sides of the local ratio: duplicated parents.
+_TINY = 1e-6
 
 
 class ExtrapolationWarning(UserWarning):
@@ -61,9 +71,13 @@ class ExtrapolationWarning(UserWarning):
 class ParentSupport(nn.Module):
     """Whitening and k-NN reference statistics of one node's training parents.
 
-    Buffers: ``neighbour`` (k), ``loc`` ``(d,)``, ``whiten`` ``(d, d)`` (L⁻¹), ``reference``
-    ``(m, d)`` whitened training parents and ``scores`` ``(m,)`` their sorted leave-one-out k-NN
-    distances. Loading a state dict resizes them to the saved shapes.
+    Saved buffers: ``neighbour`` (k), ``loc`` ``(d,)``, ``whiten`` ``(d, d)`` (L⁻¹),
+    ``reference`` ``(m, d)`` whitened training parents and ``scores`` ``(m,)`` their sorted
+    leave-one-out k-NN distances; loading a state dict resizes them to the saved shapes. Derived
+    from ``reference`` at fit and load time (not saved): ``radius`` ``(m,)`` each reference
+    point's leave-one-out k-NN distance, ``ratios`` ``(m,)`` the sorted leave-one-out local
+    statistics, ``inner`` ``(m,)`` the (k-1)-th distances, and for one feature the
+    sorted reference and their radii (``sorted_*``).
 
     Args:
         features: the number of parent features d.
@@ -77,6 +91,9 @@ class ParentSupport(nn.Module):
         self.register_buffer("whiten", torch.eye(features))
         self.register_buffer("reference", torch.zeros(0, features))
         self.register_buffer("scores", torch.zeros(0))
+        derived = ("radius", "inner", "ratios", "sorted_reference", "sorted_radius", "sorted_inner")
+        for name in derived:
+            self.register_buffer(name, torch.zeros(0), persistent=False)
 
     @property
     def features(self) -> int:
@@ -104,48 +121,72 @@ class ParentSupport(nn.Module):
         generator = torch.Generator(device="cpu").manual_seed(0)
         keep = torch.randperm(n, generator=generator)[:max_reference].to(x.device)
         reference = (x[keep] - loc) @ whiten.T
-        m = reference.shape[0]
-        self.neighbour.fill_(min(self.k, m - 1))
-        scores = torch.cat(
-            [
-                _kth_distance(reference[i : i + chunk], reference, self.k, exclude_from=i)
-                for i in range(0, m, chunk)
-            ]
-        )
-        self.loc, self.whiten = loc, whiten
-        self.reference, self.scores = reference, scores.sort().values
+        self.neighbour.fill_(min(self.k, reference.shape[0] - 1))
+        self.loc, self.whiten, self.reference = loc, whiten, reference
+        self._derive(chunk)
 
     @torch.no_grad()
-    def pvalue(self, context: Tensor, chunk: int = 4096) -> Tensor:
-        """Conformal p-value of parents ``(*batch, d)`` -> ``(*batch,)`` (0 where non-finite)."""
+    def _derive(self, chunk: int = 1024) -> None:
+        """Recompute the leave-one-out statistics of ``reference`` (after fit or load)."""
+        reference, k = self.reference, self.k
+        m = reference.shape[0]
+        if m <= k:
+            return
+        found = [
+            _knn(reference[i : i + chunk], reference, k, exclude_from=i) for i in range(0, m, chunk)
+        ]
+        dist = torch.cat([d for d, _ in found])
+        neighbours = torch.cat([j for _, j in found])
+        radius = dist[:, -1]
+        inner = dist[:, -2] if k > 1 else torch.zeros_like(radius)
+        self.radius, self.inner = radius, inner
+        self.scores = radius.sort().values
+        # reference point j's neighbours have j among their own k nearest points: the ratio of a
+        # query takes its neighbours' radii with the query added (_around), so both are alike
+        self.ratios = _ratio(radius, radius[neighbours]).sort().values
+        if self.features == 1:
+            self.sorted_reference, order = reference[:, 0].sort()
+            self.sorted_radius, self.sorted_inner = radius[order], inner[order]
+
+    @torch.no_grad()
+    def pvalues(self, context: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+        """Conformal p-values of the isolation and the local statistic of parents
+        ``(*batch, d)``: two tensors ``(*batch,)``, each uniform in distribution (0 where a
+        parent is non-finite)."""
         batch = context.shape[:-1]
         z = (context.reshape(-1, self.features).to(self.loc) - self.loc) @ self.whiten.T
         if self.features == 1 and self.reference.shape[0] >= 2 * self.k:
-            s = _kth_distance_sorted(z[:, 0], self.reference[:, 0].sort().values, self.k)
+            dist, near = _knn_sorted(z[:, 0], self.sorted_reference, self.k)
+            around = _around(dist, self.sorted_radius[near], self.sorted_inner[near])
         else:
-            s = torch.cat(
-                [
-                    _kth_distance(z[i : i + chunk], self.reference, self.k)
-                    for i in range(0, len(z), chunk)
-                ]
-            )
-        m = self.scores.shape[0]
-        larger = m - torch.searchsorted(self.scores, s.contiguous(), right=False)
-        p = (1 + larger).to(self.loc) / (m + 1)
-        # beyond every reference score: an exponential tail fitted to the top 5% of the scores
-        top = self.scores[int(0.95 * (m - 1)) :]
-        scale = (top - top[0]).mean().clamp_min(1e-12)
-        beyond = (s - self.scores[-1]).clamp_min(0.0)
-        p = p * torch.exp(-beyond / scale)
+            found = [
+                _knn(z[i : i + chunk], self.reference, self.k) for i in range(0, len(z), chunk)
+            ]
+            dist = torch.cat([d for d, _ in found])
+            near = torch.cat([j for _, j in found])
+            around = _around(dist, self.radius[near], self.inner[near])
+        s = dist[:, -1]
         # a non-finite parent (a diverged upstream value) is off every support, never in it
-        p = torch.where(torch.isfinite(z).all(-1), p, torch.zeros_like(p))
-        return p.reshape(batch)
+        finite = torch.isfinite(z).all(-1)
+        out = []
+        for p in (_conformal(s, self.scores), _conformal(_ratio(s, around), self.ratios)):
+            out.append(torch.where(finite, p, torch.zeros_like(p)).reshape(batch))
+        return out[0], out[1]
+
+    @torch.no_grad()
+    def pvalue(self, context: Tensor, chunk: int = 4096) -> Tensor:
+        """The node's p-value of parents ``(*batch, d)`` -> ``(*batch,)``: the Bonferroni
+        combination ``min(1, 2 min(p_s, p_ℓ))`` of :meth:`pvalues`, valid
+        (P(p <= α) <= α in distribution) and at most twice as strict as either alone."""
+        isolation, local = self.pvalues(context, chunk)
+        return (2 * torch.minimum(isolation, local)).clamp(max=1.0)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in ("loc", "whiten", "reference", "scores"):
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._derive()
 
 
 class SupportStatistics(nn.Module):
@@ -185,10 +226,11 @@ def _device(state_dict: Mapping[str, Tensor], prefix: str) -> torch.device:
     return next(v.device for k, v in state_dict.items() if k.startswith(prefix))
 
 
-def _kth_distance(
+def _knn(
     query: Tensor, reference: Tensor, k: int, exclude_from: int | None = None
-) -> Tensor:
-    """Distance of each query row to its k-th nearest reference row ``(q,)``.
+) -> tuple[Tensor, Tensor]:
+    """Distances of each query row to its k nearest reference rows, ascending, and their indices
+    (both ``(q, k)``).
 
     ``exclude_from``: the query rows are reference rows ``exclude_from, exclude_from + 1, ...``,
     left out of their own neighbours.
@@ -197,22 +239,50 @@ def _kth_distance(
     if exclude_from is not None:
         rows = torch.arange(query.shape[0], device=query.device)
         dist[rows, rows + exclude_from] = torch.inf
-    return dist.topk(k, dim=1, largest=False).values[:, -1]
+    return dist.topk(k, dim=1, largest=False)
 
 
-def _kth_distance_sorted(query: Tensor, reference: Tensor, k: int) -> Tensor:
-    """:func:`_kth_distance` for one feature: ``query`` ``(q,)``, sorted ``reference`` ``(m,)``
-    with m >= 2k -> ``(q,)``, in O(q (log m + k)) instead of O(q m).
+def _knn_sorted(query: Tensor, reference: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """:func:`_knn` for one feature: ``query`` ``(q,)``, sorted ``reference`` ``(m,)`` with
+    m >= 2k -> distances and positions in ``reference`` ``(q, k)``, in O(q (log m + k)) instead
+    of O(q m).
 
     The k nearest reference points of a query form a run of the sorted reference next to its
     insertion point, so they lie among the 2k points around it (a window moved inwards at the
-    ends); the k-th smallest distance within that window is the exact one.
+    ends); the k smallest distances within that window are the exact ones.
     """
     m = reference.shape[0]
     start = (torch.searchsorted(reference, query.contiguous()) - k).clamp(0, m - 2 * k)
     window = start[:, None] + torch.arange(2 * k, device=query.device)
     dist = (reference[window] - query[:, None]).abs()
-    return dist.topk(k, dim=1, largest=False).values[:, -1]
+    values, positions = dist.topk(k, dim=1, largest=False)
+    return values, window.gather(1, positions)
+
+
+def _ratio(radius: Tensor, around: Tensor) -> Tensor:
+    """The local statistic ℓ: k-NN distance ``(q,)`` over the mean k-NN distance of the
+    neighbours ``(q, k)``, both in whitened units and padded by :data:`_TINY` (a query on top of
+    duplicated points, 0/0, counts as 1)."""
+    return (radius + _TINY) / (around.mean(-1) + _TINY)
+
+
+def _around(dist: Tensor, radius: Tensor, inner: Tensor) -> Tensor:
+    """The k-NN distances of a query's neighbours had the query been a reference point
+    ``(q, k)``: a neighbour at distance ``dist`` below its radius has the query among its k
+    nearest, which moves its k-th distance to ``max(inner, dist)``."""
+    return torch.where(dist < radius, torch.maximum(inner, dist), radius)
+
+
+def _conformal(statistic: Tensor, sorted_reference: Tensor) -> Tensor:
+    """Conformal p-value of ``statistic`` ``(q,)`` among the sorted leave-one-out statistics
+    ``(m,)`` of the reference, with an exponential tail beyond the largest."""
+    m = sorted_reference.shape[0]
+    larger = m - torch.searchsorted(sorted_reference, statistic.contiguous(), right=False)
+    p = (1 + larger).to(sorted_reference) / (m + 1)
+    top = sorted_reference[int(0.95 * (m - 1)) :]
+    scale = (top - top[0]).mean().clamp_min(1e-12)
+    beyond = (statistic - sorted_reference[-1]).clamp_min(0.0)
+    return p * torch.exp(-beyond / scale)
 
 
 def _support(scm) -> SupportStatistics:

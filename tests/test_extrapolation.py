@@ -17,7 +17,7 @@ from pyro_scm.extrapolation import (
     ALPHA,
     ExtrapolationWarning,
     ParentSupport,
-    _kth_distance_sorted,
+    _knn_sorted,
 )
 
 
@@ -27,14 +27,24 @@ def _gaussian(n, seed, d=2):
     return torch.randn(n, d, generator=g) @ mix.T
 
 
+def _assert_calibrated(support, query, m):
+    """Each statistic's p-value is uniform in distribution; their combination is valid and at
+    most twice as strict. Given the reference set, coverage varies by ~sqrt(q(1-q)/m)."""
+    isolation, local = support.pvalues(query)
+    combined = support.pvalue(query)
+    assert isolation.shape == local.shape == combined.shape == query.shape[:-1]
+    for q in (0.05, 0.2, 0.5):
+        tol = 4 * (q * (1 - q) / m) ** 0.5 + 0.01
+        for p in (isolation, local):
+            assert abs((p <= q).float().mean().item() - q) < tol
+        assert q / 2 - tol < (combined <= q).float().mean().item() < q + tol
+
+
 def test_pvalues_are_uniform_in_distribution_and_tiny_far_away():
     m = 2000
     support = ParentSupport(2, k=5)
     support.fit(_gaussian(3000, 0), max_reference=m)
-    p = support.pvalue(_gaussian(6000, 1))
-    assert p.shape == (6000,)
-    for q in (0.05, 0.2, 0.5):  # given the reference set, coverage varies by ~sqrt(q(1-q)/m)
-        assert abs((p <= q).float().mean().item() - q) < 4 * (q * (1 - q) / m) ** 0.5 + 0.01
+    _assert_calibrated(support, _gaussian(6000, 1), m)
     far = support.pvalue(torch.tensor([[8.0, 7.2], [3.0, -3.0], [6.0, -6.0]]))  # off the ridge
     assert bool((far < 1 / (m + 1)).all()) and far[2] < far[1]
 
@@ -43,11 +53,37 @@ def test_one_feature_pvalues_are_uniform_in_distribution_and_tiny_far_away():
     m = 2000
     support = ParentSupport(1, k=10)
     support.fit(_gaussian(3000, 0, d=1), max_reference=m)
-    p = support.pvalue(_gaussian(6000, 1, d=1))
-    for q in (0.05, 0.2, 0.5):
-        assert abs((p <= q).float().mean().item() - q) < 4 * (q * (1 - q) / m) ** 0.5 + 0.01
+    _assert_calibrated(support, _gaussian(6000, 1, d=1), m)
     far = support.pvalue(torch.tensor([[-9.0], [6.0], [12.0]]))
     assert bool((far < 1 / (m + 1)).all()) and far[2] < far[1]
+
+
+def test_parents_just_off_a_curved_ridge_are_flagged_by_the_local_statistic():
+    # x2 = x1² + 0.05 e: whitening cannot straighten the parabola, so a point 0.4 off it at its
+    # vertex is no more isolated than the training points in the tails (isolation p large), but
+    # far from the points around it: the triangle's do(x2) in small
+    g = torch.Generator().manual_seed(3)
+    x1 = torch.randn(4000, generator=g)
+    train = torch.stack([x1, x1**2 + 0.05 * torch.randn(4000, generator=g)], -1)
+    support = ParentSupport(2)
+    support.fit(train)
+    off = torch.tensor([[0.0, 0.4], [1.0, 0.5], [-1.0, 1.4]])
+    isolation, local = support.pvalues(off)
+    assert bool((isolation > 0.01).all()), isolation  # the isolation statistic alone misses them
+    assert bool((local <= ALPHA / 2).all()) and bool((support.pvalue(off) <= ALPHA).all())
+    on = torch.tensor([[0.0, 0.0], [1.0, 1.02], [-2.5, 6.25]])  # on the ridge, a tail included
+    assert bool((support.pvalue(on) > 0.01).all())
+
+
+def test_duplicated_parents_are_scored_without_nan():
+    # a discrete parent: reference points on top of each other, k-NN distances of 0
+    g = torch.Generator().manual_seed(1)
+    train = torch.randint(0, 3, (1000, 1), generator=g).float()
+    support = ParentSupport(1)
+    support.fit(train)
+    p = support.pvalue(torch.tensor([[0.0], [1.0], [2.0], [0.5], [7.0]]))
+    assert bool(torch.isfinite(p).all()), p
+    assert bool((p[:3] > 0.5).all()) and bool((p[3:] <= ALPHA).all())
 
 
 @pytest.mark.parametrize("d", [1, 2])
@@ -66,8 +102,13 @@ def test_one_feature_window_search_is_the_brute_force_distance(m, k):
     reference = torch.randn(m, generator=g).sort().values
     # inside, at the ends, far beyond both ends, and exactly on reference points
     query = torch.cat([torch.randn(500, generator=g) * 3, torch.tensor([-50.0, 50.0]), reference])
-    brute = (query[:, None] - reference).abs().topk(k, dim=1, largest=False).values[:, -1]
-    torch.testing.assert_close(_kth_distance_sorted(query, reference, k), brute)
+    dist = (query[:, None] - reference).abs()
+    brute = dist.topk(k, dim=1, largest=False).values
+    found, near = _knn_sorted(query, reference, k)
+    torch.testing.assert_close(found, brute)
+    # the neighbours found are k distinct reference points at the k smallest distances
+    assert bool((near.sort(1).values.diff(dim=1) > 0).all())
+    torch.testing.assert_close(dist.gather(1, near).sort(1).values, brute)
 
 
 def test_pvalues_do_not_depend_on_the_units_of_the_parents():
@@ -76,9 +117,10 @@ def test_pvalues_do_not_depend_on_the_units_of_the_parents():
     a.fit(train)
     scale, shift = torch.tensor([100.0, 0.01]), torch.tensor([5.0, -3.0])
     b.fit(train * scale + shift)
-    # equal up to float32 rounding, which can swap a few neighbouring ranks (1 / 801 each)
+    # equal up to float32 rounding, which can swap a few neighbouring ranks (1 / 801 each,
+    # doubled by the combination)
     torch.testing.assert_close(
-        a.pvalue(query), b.pvalue(query * scale + shift), atol=3 / 801, rtol=0
+        a.pvalue(query), b.pvalue(query * scale + shift), atol=6 / 801, rtol=0
     )
 
 
