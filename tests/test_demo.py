@@ -9,6 +9,8 @@ from pyro_scm.inference import tabular_demo
 from pyro_scm import cli
 
 
+# do(x2 = 0.5) pairs x2 with values of x1 it never meets in the data: those units are flagged
+@pytest.mark.filterwarnings("ignore::pyro_scm.extrapolation.ExtrapolationWarning")
 def test_demo_writes_results_that_open(tmp_path):
     metrics = tabular_demo.main(
         ["--quick", "--epochs", "2", "--out", str(tmp_path), "--no-progress"]
@@ -22,6 +24,8 @@ def test_demo_writes_results_that_open(tmp_path):
     for query in ("observational", "interventional", "counterfactual do(x1 = 1)"):
         assert query in summary
     assert metrics["cf_mse_do_x1"] >= 0
+    assert metrics["cf_flagged_do_x2"] > metrics["cf_flagged_do_x1"]
+    assert "units flagged as extrapolations" in summary
 
 
 def test_demo_rejects_bad_arguments(capsys):
