@@ -20,12 +20,17 @@ against the leave-one-out statistics t_1 ≤ … ≤ t_m of the reference points
     p_t(c) = (1 + #{j : t_j ≥ t(c)}) / (m + 1),
 
 uniform on (0, 1] (up to ties) for parents drawn from the training distribution, on every node
-alike: one threshold means the same everywhere. Beyond the largest reference statistic the
-p-value keeps falling, p = exp(−(t − t_m)/τ)/(m + 1), with τ the mean excess of the top 5% of
-the statistics (an exponential tail), so that it can go below 1/(m + 1) and still ranks units
-by how far out they lie. The node's p-value is their Bonferroni combination
-p = min(1, 2 min(p_s, p_ℓ)). A counterfactual scores each node it recomputes twice, at its
-counterfactual and at its factual parents (abduction uses the latter), and reports
+alike: one threshold means the same everywhere. A threshold of 0.001 lies beyond all but a
+couple of the m = 2048 reference statistics, where the largest few would decide alone, so
+above the 95% quantile u of the t_j the p-value follows their fitted Pareto tail,
+
+    p_t(c) = p_t(u) (t(c) / u)^(−1/γ),   γ = mean of log(t_j / u) over t_j ≥ u (Hill's),
+
+the tail of a k-NN distance where the density falls off (P(s > x) ∝ x^(−1/γ)). It is smooth in
+t, goes below 1/(m + 1), and ranks units by how far out they lie. The node's p-value is the
+Bonferroni combination p = min(1, 2 min(p_s, p_ℓ)). A counterfactual scores each node it
+recomputes twice, at its counterfactual and at its factual parents (abduction uses the
+latter), and reports
 ``min(1, 2 min(p_cf, p_factual))`` as ``sample_stats["extrapolation_<node>"]``; units with
 ``p <= ALPHA`` on any node are flagged (``sample_stats["extrapolated"]``) and an
 :class:`ExtrapolationWarning` names each node with flagged units.
@@ -62,6 +67,8 @@ ALPHA = 1e-3
 MAX_FEATURES = 64
 #: distance (whitened units) added to both sides of the local ratio: duplicated parents.
 _TINY = 1e-6
+#: reference quantile above which a statistic's p-value follows the fitted Pareto tail.
+TAIL = 0.95
 
 
 class ExtrapolationWarning(UserWarning):
@@ -275,14 +282,19 @@ def _around(dist: Tensor, radius: Tensor, inner: Tensor) -> Tensor:
 
 def _conformal(statistic: Tensor, sorted_reference: Tensor) -> Tensor:
     """Conformal p-value of ``statistic`` ``(q,)`` among the sorted leave-one-out statistics
-    ``(m,)`` of the reference, with an exponential tail beyond the largest."""
+    ``(m,)`` of the reference, with a Pareto tail above their :data:`TAIL` quantile u:
+    p(t) = p(u) (t / u)^(-1/γ), γ Hill's estimate (the mean of log(t_j / u) over t_j >= u)."""
     m = sorted_reference.shape[0]
     larger = m - torch.searchsorted(sorted_reference, statistic.contiguous(), right=False)
     p = (1 + larger).to(sorted_reference) / (m + 1)
-    top = sorted_reference[int(0.95 * (m - 1)) :]
-    scale = (top - top[0]).mean().clamp_min(1e-12)
-    beyond = (statistic - sorted_reference[-1]).clamp_min(0.0)
-    return p * torch.exp(-beyond / scale)
+    i = int(TAIL * (m - 1))
+    u = sorted_reference[i : i + 1]
+    p_u = (1 + m - torch.searchsorted(sorted_reference, u)).to(p) / (m + 1)
+    # Hill's estimate of γ; ties above u (discrete parents) give γ -> 0: beyond u is off support
+    excesses = ((sorted_reference[i:] + _TINY) / (u + _TINY)).log()
+    hill = excesses.mean().clamp_min(1e-12)
+    excess = ((statistic + _TINY) / (u + _TINY)).clamp_min(1.0)
+    return torch.where(statistic > u, p_u * excess ** (-1.0 / hill), p)
 
 
 def _support(scm) -> SupportStatistics:

@@ -75,6 +75,20 @@ def test_parents_just_off_a_curved_ridge_are_flagged_by_the_local_statistic():
     assert bool((support.pvalue(on) > 0.01).all())
 
 
+def test_the_tail_does_not_hinge_on_the_most_isolated_training_point():
+    # one outlier in the training data (x = 12) makes the largest reference statistics huge;
+    # units just beyond the data follow the fitted tail and stay flagged (a tail anchored at
+    # the largest statistic gave them all p = 0.0027)
+    train = _gaussian(1500, 0, d=1)
+    query = torch.tensor([[4.5], [4.8], [-4.5]])
+    plain, outlier = ParentSupport(1), ParentSupport(1)
+    plain.fit(train)
+    outlier.fit(torch.cat([train, torch.tensor([[12.0]])]))
+    p, q = plain.pvalue(query), outlier.pvalue(query)
+    assert bool((p <= ALPHA).all()) and bool((q <= ALPHA).all()), (p, q)
+    assert bool((q[:2] / p[:2] < 10).all())  # next to the data: within a factor of 10
+
+
 def test_duplicated_parents_are_scored_without_nan():
     # a discrete parent: reference points on top of each other, k-NN distances of 0
     g = torch.Generator().manual_seed(1)
