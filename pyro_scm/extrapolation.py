@@ -156,10 +156,10 @@ class ParentSupport(nn.Module):
             self.sorted_radius, self.sorted_inner = radius[order], inner[order]
 
     @torch.no_grad()
-    def pvalues(self, context: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
-        """Conformal p-values of the isolation and the local statistic of parents
-        ``(*batch, d)``: two tensors ``(*batch,)``, each uniform in distribution (0 where a
-        parent is non-finite)."""
+    def statistics(self, context: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+        """The isolation s and the local statistic ℓ of parents ``(*batch, d)``: two tensors
+        ``(*batch,)`` (NaN where a parent is non-finite), to compare with the sorted reference
+        statistics ``scores`` and ``ratios``."""
         batch = context.shape[:-1]
         z = (context.reshape(-1, self.features).to(self.loc) - self.loc) @ self.whiten.T
         if self.features == 1 and self.reference.shape[0] >= 2 * self.k:
@@ -172,12 +172,21 @@ class ParentSupport(nn.Module):
             dist = torch.cat([d for d, _ in found])
             near = torch.cat([j for _, j in found])
             around = _around(dist, self.radius[near], self.inner[near])
-        s = dist[:, -1]
-        # a non-finite parent (a diverged upstream value) is off every support, never in it
+        s, local = dist[:, -1], _ratio(dist[:, -1], around)
         finite = torch.isfinite(z).all(-1)
+        s, local = (torch.where(finite, t, torch.nan).reshape(batch) for t in (s, local))
+        return s, local
+
+    @torch.no_grad()
+    def pvalues(self, context: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+        """Conformal p-values of the isolation and the local statistic of parents
+        ``(*batch, d)``: two tensors ``(*batch,)``, each uniform in distribution (0 where a
+        parent is non-finite: off every support, never in it)."""
+        s, local = self.statistics(context, chunk)
         out = []
-        for p in (_conformal(s, self.scores), _conformal(_ratio(s, around), self.ratios)):
-            out.append(torch.where(finite, p, torch.zeros_like(p)).reshape(batch))
+        for t, reference in ((s, self.scores), (local, self.ratios)):
+            p = _conformal(t.reshape(-1), reference).reshape(t.shape)
+            out.append(torch.where(t.isnan(), torch.zeros_like(p), p))
         return out[0], out[1]
 
     @torch.no_grad()

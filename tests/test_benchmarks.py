@@ -235,3 +235,22 @@ def test_rank_oracle_runs_on_non_identifiable_scalar_scms_only():
     cf = oracle.counterfactual(factual, "x2", values)  # x3 increasing in |u3|: the truth
     truth = syn.counterfactual(noise, {"x2": values})
     assert torch.allclose(cf["x3"], truth["x3"], atol=0.02)
+
+
+def test_extrapolation_calibration_rows_and_bad_arguments(tmp_path):
+    from benchmarks import extrapolation_calibration as calibration
+
+    out = tmp_path / "c.json"
+    result = calibration.main(
+        ["--seeds", "1", "--fresh", "500", "--scm", "dcm-triangle:nonlinear", "--out", str(out)]
+    )
+    assert json.loads(out.read_text())["rows"] == result["rows"]
+    measures = {(r["node"], r["measure"], r["tail"]): r["mean_pct"] for r in result["rows"]}
+    # do(x1) recomputes x2, so x3 is only judged under do(x2), where x2 leaves x1 factual
+    assert ("x3", "do(x1)", "pareto") not in measures and ("x2", "do(x1)", "pareto") in measures
+    # do(x2) pairs x2 with values of x1 it never meets: far more flags than in distribution
+    assert measures[("x3", "do(x2)", "pareto")] > 20 * max(
+        measures[("x3", "in-distribution", "pareto")], 0.1
+    )
+    with pytest.raises(SystemExit):
+        calibration.main(["--seeds", "0"])

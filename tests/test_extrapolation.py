@@ -58,6 +58,30 @@ def test_one_feature_pvalues_are_uniform_in_distribution_and_tiny_far_away():
     assert bool((far < 1 / (m + 1)).all()) and far[2] < far[1]
 
 
+@pytest.mark.parametrize("d", [1, 2])
+def test_the_local_statistic_takes_the_neighbours_radii_with_the_query_added(d):
+    # brute force: add the query to the reference, then each of its k nearest reference points'
+    # distance to its own k-th nearest other point; the statistic is s over their mean
+    support = ParentSupport(d, k=5)
+    support.fit(_gaussian(400, 0, d=d))
+    query = torch.cat([_gaussian(30, 1, d=d), torch.full((1, d), 3.0)])
+    s, local = support.statistics(query)
+    reference = support.reference
+    for i in range(len(query)):
+        z = (query[i] - support.loc) @ support.whiten.T
+        augmented = torch.cat([reference, z[None]])
+        dist = torch.cdist(augmented, augmented)
+        dist.fill_diagonal_(torch.inf)
+        own = dist[-1, :-1].topk(5, largest=False)
+        radii = dist[own.indices].topk(5, dim=1, largest=False).values[:, -1]
+        torch.testing.assert_close(s[i], own.values[-1], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            local[i], (s[i] + 1e-6) / (radii.mean() + 1e-6), rtol=1e-4, atol=0
+        )
+    nan = support.statistics(torch.full((2, d), float("nan")))
+    assert bool(nan[0].isnan().all()) and bool(nan[1].isnan().all())
+
+
 def test_parents_just_off_a_curved_ridge_are_flagged_by_the_local_statistic():
     # x2 = x1² + 0.05 e: whitening cannot straighten the parabola, so a point 0.4 off it at its
     # vertex is no more isolated than the training points in the tails (isolation p large), but
