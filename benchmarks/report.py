@@ -75,11 +75,17 @@ READING = """### Reading the table
 - Where the noise is additive, the smaller model class (`anm`) extrapolates best; where it is
   not, only the flow (`nsf`) can be right, and the non-identifiable SCMs (marked by a target equal
   to the better peer) have an error floor no method can pass.
-- What the extrapolation flags remove: with p <= 0.001 they flag 0–2% of the counterfactual
-  units, and where a seed's mean is carried by a blow-up they catch it (chain nonlinear, do(x2),
-  10 seeds: 0.76 over all units, 0.12 over the unflagged ones; diamond non-additive do(x2):
-  5.5 → 1.9). Most of the remaining error sits in units inside the support (triangle nonlinear
-  do(x2) 1.18 → 1.17): there the learned equation itself is off, which no support test can see.
+- What the extrapolation flags remove (the chain and triangle rows carry the flags of
+  `2026-12-01-local/`, which add a local statistic to the k-NN distance; the diamond and Y rows
+  the distance-only flags of `2026-12-01-seeded/`; the ladder and random rows mix both, seed by
+  seed, as `2026-12-01-ladder10/` lists): where the question leaves the data, the flagged
+  units carry most of the error. The nonlinear triangle's do(x2) pairs x2 with values of x1
+  never seen together: 5.5–22% of its units are flagged, and its error goes from 1.18 over all
+  units to 0.263 over the others (with the distance alone 0.04% were flagged and 1.174
+  remained). Where a seed's mean is carried by a unit beyond the training range, the flags
+  catch it too (chain nonlinear do(x2): 0.76 -> 0.11). On the non-additive SCMs 0.1–1.1% of the
+  units are flagged and the error sits inside the support (triangle do(x2) 80.5 -> 68.2): there
+  the learned equation itself is off, which no support test can see.
 - Depth matters more than width for the regression networks: three hidden layers of 64 (the
   default of `anm` and `locscale` since commit adce4ff) lowered `auto`'s triangle nonlinear
   do(x2) from 1.71 to 1.09 over the same 10 seeds (`benchmarks/runs/2026-12-01-depth/`).
@@ -122,9 +128,11 @@ of the fixed kinds, the true SCM and DoWhy; NSF and ChiRho on the chain and tria
 non-additive records), `2026-12-01-ladder3/` (the nonlinear ladder and random SCMs, seeds 2–4,
 three layers), `2026-12-01-depth/` (`auto` with three-layer regression networks, 10 seeds of
 the nonlinear SCMs), `2026-12-01-seeded/` (`auto` with the current defaults, each candidate's
-start seeded: 10 seeds of the chain, triangle, diamond and Y SCMs, both variants) and
-`2026-12-01-rank/` (the rank-preserving oracle on the non-additive SCMs), later folders replacing
-earlier records of the same SCM and method.
+start seeded: 10 seeds of the chain, triangle, diamond and Y SCMs, both variants),
+`2026-12-01-rank/` (the rank-preserving oracle on the non-additive SCMs),
+`2026-12-01-local/` (the chain and triangle again, the same fits, with the current
+extrapolation flags) and `2026-12-01-ladder10/` (the ladder and random SCMs with the current
+defaults), later folders replacing earlier records of the same SCM and method.
 """
 
 
