@@ -180,8 +180,9 @@ class ParentSupport(nn.Module):
     @torch.no_grad()
     def pvalues(self, context: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
         """Conformal p-values of the isolation and the local statistic of parents
-        ``(*batch, d)``: two tensors ``(*batch,)``, each uniform in distribution (0 where a
-        parent is non-finite: off every support, never in it)."""
+        ``(*batch, d)``: two tensors ``(*batch,)``, each uniform in distribution (above the
+        :data:`TAIL` quantile, as far as the fitted Pareto tail holds); 0 where a parent is
+        non-finite: off every support, never in it."""
         s, local = self.statistics(context, chunk)
         out = []
         for t, reference in ((s, self.scores), (local, self.ratios)):
@@ -192,8 +193,8 @@ class ParentSupport(nn.Module):
     @torch.no_grad()
     def pvalue(self, context: Tensor, chunk: int = 4096) -> Tensor:
         """The node's p-value of parents ``(*batch, d)`` -> ``(*batch,)``: the Bonferroni
-        combination ``min(1, 2 min(p_s, p_ℓ))`` of :meth:`pvalues`, valid
-        (P(p <= α) <= α in distribution) and at most twice as strict as either alone."""
+        combination ``min(1, 2 min(p_s, p_ℓ))`` of :meth:`pvalues`, valid (P(p <= α) <= α in
+        distribution, as far as the tail model holds) and at most twice as strict as either."""
         isolation, local = self.pvalues(context, chunk)
         return (2 * torch.minimum(isolation, local)).clamp(max=1.0)
 
