@@ -35,6 +35,7 @@ import torch
 from pyro_scm.inference import _common
 
 import pyro_scm as ps
+from pyro_scm.extrapolation import ALPHA
 
 SAMPLERS = ("langevin", "mala", "hmc", "nuts", "chmc", "cmala", "auto")
 IMAGE_CHOICES = ("vae", "vae+res", "hvae", "hvae+res", "diffusion")
@@ -232,6 +233,8 @@ def main(argv: list[str] | None = None) -> dict:
         warnings.simplefilter("ignore", RuntimeWarning)
         summary = az.summary(sampled.to_arviz(), var_names=["thickness"], kind="diagnostics")
     metrics["sampler max r_hat"] = float(summary["r_hat"].max())
+    flagged = _flagged_line(counterfactual)
+    metrics["interventional CF: units flagged"] = float(flagged[0])
     lines = [
         "# pyro_scm main job: Morpho-MNIST",
         "",
@@ -263,6 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         "## Diagnostics",
         "",
+        flagged[1],
         *_common.diagnostics("backtracking (mode)", mode),
         *_common.diagnostics(f"backtracking ({args.sampler})", sampled),
         f"Sampler diagnostics ({args.sampler}): "
@@ -274,6 +278,22 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return metrics
+
+
+def _flagged_line(result) -> tuple[int, str]:
+    """Units of a counterfactual flagged as extrapolations, and a summary line naming the nodes."""
+    flags = result.sample_stats.get("extrapolated")
+    count = 0 if flags is None else int(flags.any(0).sum())
+    nodes = [
+        k.removeprefix("extrapolation_")
+        for k, p in result.sample_stats.items()
+        if k.startswith("extrapolation_") and bool((p <= ALPHA).any())
+    ]
+    where = f" (parents off the training support at: {', '.join(nodes)})" if nodes else ""
+    return count, (
+        f"- interventional CF: {count} of {result.num_units} units flagged as extrapolations"
+        f"{where}; `result.sample_stats['extrapolated']`"
+    )
 
 
 if __name__ == "__main__":

@@ -64,6 +64,8 @@ def test_main_job_quick_writes_every_query(tmp_path):
     assert "backtracking (mode): converged" in summary or "NOT converged" in summary
     assert "mean acceptance rate" in summary and "divergent transitions" in summary
     assert summary.count("antecedent 'intensity' missed by") == 2
+    flagged = int(metrics["interventional CF: units flagged"])
+    assert f"interventional CF: {flagged} of 2 units flagged as extrapolations" in summary
     # the interventional counterfactual keeps intensity's cause; backtracking moves it
     assert metrics["interventional CF: |thickness change|"] == 0
     assert metrics["backtracking (mode): |thickness change|"] > 0
