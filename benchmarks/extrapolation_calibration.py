@@ -56,7 +56,7 @@ def anchored(statistic: torch.Tensor, sorted_reference: torch.Tensor) -> torch.T
 def node_pvalues(support: ParentSupport, parents: torch.Tensor) -> dict[str, torch.Tensor]:
     """Node p-value ``min(1, 2 min(p_s, p_l))`` under both tails, ``(units,)`` each."""
     s, local = support.statistics(parents)
-    isolation, ratio = support.pvalues(parents)
+    isolation, ratio = support.pvalues_of(s, local)
     old = torch.minimum(anchored(s, support.scores), anchored(local, support.ratios))
     return {
         "pareto": (2 * torch.minimum(isolation, ratio)).clamp(max=1.0),

@@ -80,3 +80,10 @@ def diagnostics(label: str, result) -> list[str]:
                     f"(worst draw {miss.max().item():.3g}, in {node}'s units)"
                 )
     return [f"- {line}" for line in out]
+
+
+def flagged_units(result) -> int:
+    """Units of a counterfactual that any recomputed node flags as an extrapolation (0 where
+    the query was not scored)."""
+    flags = result.sample_stats.get("extrapolated")
+    return 0 if flags is None else int(flags.any(0).sum())

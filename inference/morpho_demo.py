@@ -282,8 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _flagged_line(result) -> tuple[int, str]:
     """Units of a counterfactual flagged as extrapolations, and a summary line naming the nodes."""
-    flags = result.sample_stats.get("extrapolated")
-    count = 0 if flags is None else int(flags.any(0).sum())
+    count = _common.flagged_units(result)
     nodes = [
         k.removeprefix("extrapolation_")
         for k, p in result.sample_stats.items()

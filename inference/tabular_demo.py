@@ -28,12 +28,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return _common.check(parser, parser.parse_args(argv))
 
 
-def _flagged(result) -> float:
-    """Number of units any recomputed node flags as an extrapolation (0 if unscored)."""
-    flags = result.sample_stats.get("extrapolated")
-    return 0.0 if flags is None else float(flags.any(0).sum())
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Run the demo; returns the metrics written to ``summary.md``."""
     import arviz as az
@@ -90,8 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
         {"x3": cf_x2["x3"][0].cpu()}, {"x3": true_cf_x2["x3"]}
     )
     # units whose counterfactual asks a mechanism about parents off its training data
-    metrics["cf_flagged_do_x1"] = _flagged(counterfactual)
-    metrics["cf_flagged_do_x2"] = _flagged(cf_x2)
+    metrics["cf_flagged_do_x1"] = float(_common.flagged_units(counterfactual))
+    metrics["cf_flagged_do_x2"] = float(_common.flagged_units(cf_x2))
 
     results = {
         "observational": model_obs,

@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from . import graph as g
+from .errors import NotFittedError, ShapeError
 from .handlers import as_mechanism
 
 __all__ = [
@@ -159,7 +160,18 @@ class ParentSupport(nn.Module):
     def statistics(self, context: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
         """The isolation s and the local statistic ℓ of parents ``(*batch, d)``: two tensors
         ``(*batch,)`` (NaN where a parent is non-finite), to compare with the sorted reference
-        statistics ``scores`` and ``ratios``."""
+        statistics ``scores`` and ``ratios``.
+
+        Raises:
+            NotFittedError: :meth:`fit` (or loading fitted statistics) has not run.
+            ShapeError: the last dimension of ``context`` is not d.
+        """
+        if self.radius.shape[0] == 0:
+            raise NotFittedError("ParentSupport has no reference statistics: call fit first")
+        if context.dim() == 0 or context.shape[-1] != self.features:
+            raise ShapeError(
+                f"parents must have shape (*batch, {self.features}), got {tuple(context.shape)}"
+            )
         batch = context.shape[:-1]
         z = (context.reshape(-1, self.features).to(self.loc) - self.loc) @ self.whiten.T
         if self.features == 1 and self.reference.shape[0] >= 2 * self.k:
@@ -183,9 +195,12 @@ class ParentSupport(nn.Module):
         ``(*batch, d)``: two tensors ``(*batch,)``, each uniform in distribution (above the
         :data:`TAIL` quantile, as far as the fitted Pareto tail holds); 0 where a parent is
         non-finite: off every support, never in it."""
-        s, local = self.statistics(context, chunk)
+        return self.pvalues_of(*self.statistics(context, chunk))
+
+    def pvalues_of(self, isolation: Tensor, local: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`pvalues` of statistics already computed by :meth:`statistics`."""
         out = []
-        for t, reference in ((s, self.scores), (local, self.ratios)):
+        for t, reference in ((isolation, self.scores), (local, self.ratios)):
             p = _conformal(t.reshape(-1), reference).reshape(t.shape)
             out.append(torch.where(t.isnan(), torch.zeros_like(p), p))
         return out[0], out[1]

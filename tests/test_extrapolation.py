@@ -249,3 +249,16 @@ def test_extrapolation_can_be_skipped_and_the_flag_is_checked():
         torch.testing.assert_close(scored[k], plain[k], rtol=0, atol=0)
     with pytest.raises(ps.errors.ArgumentError, match="extrapolation"):
         scm.counterfactual(factual, do={"y": 4.0}, extrapolation="no")
+
+
+def test_statistics_check_their_input_before_any_search():
+    with pytest.raises(ps.errors.NotFittedError, match="call fit"):
+        ParentSupport(2).pvalue(torch.zeros(3, 2))
+    support = ParentSupport(2)
+    support.fit(_gaussian(300, 0))
+    for bad in (torch.zeros(4, 3), torch.zeros(4), torch.tensor(0.0)):
+        with pytest.raises(ps.errors.ShapeError, match=r"\(\*batch, 2\)"):
+            support.statistics(bad)
+    query = _gaussian(50, 1)
+    for a, b in zip(support.pvalues(query), support.pvalues_of(*support.statistics(query))):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
