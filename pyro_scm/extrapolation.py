@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from . import graph as g
 from .errors import NotFittedError, ShapeError
 from .handlers import as_mechanism
+from .mixture import GaussianMixture, components_for
 
 __all__ = [
     "ALPHA",
@@ -68,6 +69,10 @@ ALPHA = 1e-3
 MAX_FEATURES = 64
 #: distance (whitened units) added to both sides of the local ratio: duplicated parents.
 _TINY = 1e-6
+#: most parent features of a node whose parents get a density model (the third statistic).
+DENSITY_FEATURES = 16
+#: fewest training units, on each side of the split, for a density model.
+MIN_DENSITY = 100
 #: reference quantile above which a statistic's p-value follows the fitted Pareto tail.
 TAIL = 0.95
 
@@ -99,9 +104,19 @@ class ParentSupport(nn.Module):
         self.register_buffer("whiten", torch.eye(features))
         self.register_buffer("reference", torch.zeros(0, features))
         self.register_buffer("scores", torch.zeros(0))
-        derived = ("radius", "inner", "ratios", "sorted_reference", "sorted_radius", "sorted_inner")
+        self.density = GaussianMixture(features)
+        derived = (
+            "radius",
+            "inner",
+            "ratios",
+            "rarities",
+            "sorted_reference",
+            "sorted_radius",
+            "sorted_inner",
+        )
         for name in derived:
             self.register_buffer(name, torch.zeros(0), persistent=False)
+        self.register_load_state_dict_post_hook(_rederive)
 
     @property
     def features(self) -> int:
@@ -115,7 +130,12 @@ class ParentSupport(nn.Module):
 
     @torch.no_grad()
     def fit(self, context: Tensor, max_reference: int = 2048, chunk: int = 1024) -> None:
-        """Set the statistics from training parents ``(n, d)`` (n > k)."""
+        """Set the statistics from training parents ``(n, d)`` (n > k).
+
+        With 2 to :data:`DENSITY_FEATURES` features and at least 2 :data:`MIN_DENSITY` units,
+        at most half of them (up to ``max_reference``) become the reference and a
+        :class:`~pyro_scm.mixture.GaussianMixture` is fitted to the others (up to
+        ``4 max_reference``), so that the reference points' densities are held out."""
         x = context.reshape(-1, context.shape[-1]).to(self.loc.dtype)
         n, d = x.shape
         loc = x.mean(0)
@@ -127,10 +147,16 @@ class ParentSupport(nn.Module):
         chol = torch.linalg.cholesky(corr + 1e-5 * eye)
         whiten = torch.linalg.solve_triangular(chol, eye, upper=False) / std
         generator = torch.Generator(device="cpu").manual_seed(0)
-        keep = torch.randperm(n, generator=generator)[:max_reference].to(x.device)
-        reference = (x[keep] - loc) @ whiten.T
+        order = torch.randperm(n, generator=generator).to(x.device)
+        mixture = 2 <= d <= DENSITY_FEATURES and n >= 2 * MIN_DENSITY
+        m = min(max_reference, n // 2 if mixture else n)
+        reference = (x[order[:m]] - loc) @ whiten.T
         self.neighbour.fill_(min(self.k, reference.shape[0] - 1))
         self.loc, self.whiten, self.reference = loc, whiten, reference
+        self.density = GaussianMixture(d).to(x)
+        if mixture:
+            held = (x[order[m : m + 4 * max_reference]] - loc) @ whiten.T
+            self.density.fit(held, components_for(*held.shape))
         self._derive(chunk)
 
     @torch.no_grad()
@@ -152,6 +178,10 @@ class ParentSupport(nn.Module):
         # reference point j's neighbours have j among their own k nearest points: the ratio of a
         # query takes its neighbours' radii with the query added (_around), so both are alike
         self.ratios = _ratio(radius, radius[neighbours]).sort().values
+        if self.density.components:
+            self.rarities = (-self.density.log_prob(reference)).sort().values
+        else:
+            self.rarities = reference.new_zeros(0)
         if self.features == 1:
             self.sorted_reference, order = reference[:, 0].sort()
             self.sorted_radius, self.sorted_inner = radius[order], inner[order]
@@ -205,20 +235,63 @@ class ParentSupport(nn.Module):
             out.append(torch.where(t.isnan(), torch.zeros_like(p), p))
         return out[0], out[1]
 
+    @property
+    def has_density(self) -> bool:
+        """Whether the node's parents have a density model (the rarity statistic)."""
+        return self.rarities.shape[0] > 0
+
+    @torch.no_grad()
+    def rarity(self, context: Tensor, chunk: int = 4096) -> Tensor:
+        """The rarity r = −log q(z) of parents ``(*batch, d)`` under the mixture q fitted to
+        held-out whitened training parents -> ``(*batch,)`` (NaN where a parent is
+        non-finite), to compare with the sorted reference rarities ``rarities``.
+
+        Raises:
+            NotFittedError: the node has no density model (see :attr:`has_density`).
+            ShapeError: the last dimension of ``context`` is not d.
+        """
+        if not self.has_density:
+            raise NotFittedError(
+                "ParentSupport has no density model: fit it on 2 to "
+                f"{DENSITY_FEATURES} parent features and at least {2 * MIN_DENSITY} units"
+            )
+        if context.dim() == 0 or context.shape[-1] != self.features:
+            raise ShapeError(
+                f"parents must have shape (*batch, {self.features}), got {tuple(context.shape)}"
+            )
+        z = (context.reshape(-1, self.features).to(self.loc) - self.loc) @ self.whiten.T
+        finite = torch.isfinite(z).all(-1)
+        r = -self.density.log_prob(torch.where(finite[:, None], z, torch.zeros_like(z)), chunk)
+        return torch.where(finite, r, torch.nan).reshape(context.shape[:-1])
+
+    def rarity_pvalue_of(self, rarity: Tensor) -> Tensor:
+        """Conformal p-value of rarities from :meth:`rarity`, with an exponential tail above
+        the :data:`TAIL` quantile (a Gaussian's −log density has one); 0 where NaN."""
+        p = _conformal(rarity.reshape(-1), self.rarities, log_scale=True).reshape(rarity.shape)
+        return torch.where(rarity.isnan(), torch.zeros_like(p), p)
+
     @torch.no_grad()
     def pvalue(self, context: Tensor, chunk: int = 4096) -> Tensor:
         """The node's p-value of parents ``(*batch, d)`` -> ``(*batch,)``: the Bonferroni
-        combination ``min(1, 2 min(p_s, p_ℓ))`` of :meth:`pvalues`, valid (P(p <= α) <= α in
-        distribution, as far as the tail model holds) and at most twice as strict as either."""
-        isolation, local = self.pvalues(context, chunk)
-        return (2 * torch.minimum(isolation, local)).clamp(max=1.0)
+        combination ``min(1, j min(p_1, ..., p_j))`` of the j statistics it has (isolation and
+        local, :meth:`pvalues`, and the rarity where :attr:`has_density`), valid (P(p <= α) <= α
+        in distribution, as far as the tail models hold) and at most j times as strict as
+        either."""
+        found = list(self.pvalues(context, chunk))
+        if self.has_density:
+            found.append(self.rarity_pvalue_of(self.rarity(context, chunk)))
+        return (len(found) * torch.stack(found).amin(0)).clamp(max=1.0)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in ("loc", "whiten", "reference", "scores"):
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._derive()
+
+
+def _rederive(support: ParentSupport, incompatible_keys) -> None:
+    """After loading (the mixture is a child, loaded after its parent): derive the rest."""
+    support._derive()
 
 
 class SupportStatistics(nn.Module):
@@ -305,10 +378,13 @@ def _around(dist: Tensor, radius: Tensor, inner: Tensor) -> Tensor:
     return torch.where(dist < radius, torch.maximum(inner, dist), radius)
 
 
-def _conformal(statistic: Tensor, sorted_reference: Tensor) -> Tensor:
+def _conformal(statistic: Tensor, sorted_reference: Tensor, log_scale: bool = False) -> Tensor:
     """Conformal p-value of ``statistic`` ``(q,)`` among the sorted leave-one-out statistics
     ``(m,)`` of the reference, with a Pareto tail above their :data:`TAIL` quantile u:
-    p(t) = p(u) (t / u)^(-1/γ), γ Hill's estimate (the mean of log(t_j / u) over t_j >= u)."""
+    p(t) = p(u) (t / u)^(-1/γ), γ Hill's estimate (the mean of log(t_j / u) over t_j >= u).
+
+    ``log_scale``: the statistics are logarithms already (a rarity), so the tail is
+    exponential: p(t) = p(u) exp(-(t - u) / γ), γ the mean of t_j - u over t_j >= u."""
     m = sorted_reference.shape[0]
     larger = m - torch.searchsorted(sorted_reference, statistic.contiguous(), right=False)
     p = (1 + larger).to(sorted_reference) / (m + 1)
@@ -316,10 +392,13 @@ def _conformal(statistic: Tensor, sorted_reference: Tensor) -> Tensor:
     u = sorted_reference[i : i + 1]
     p_u = (1 + m - torch.searchsorted(sorted_reference, u)).to(p) / (m + 1)
     # Hill's estimate of γ; ties above u (discrete parents) give γ -> 0: beyond u is off support
-    excesses = ((sorted_reference[i:] + _TINY) / (u + _TINY)).log()
+    if log_scale:
+        excesses, excess = sorted_reference[i:] - u, (statistic - u).clamp_min(0.0)
+    else:
+        excesses = ((sorted_reference[i:] + _TINY) / (u + _TINY)).log()
+        excess = ((statistic + _TINY) / (u + _TINY)).clamp_min(1.0).log()
     hill = excesses.mean().clamp_min(1e-12)
-    excess = ((statistic + _TINY) / (u + _TINY)).clamp_min(1.0)
-    return torch.where(statistic > u, p_u * excess ** (-1.0 / hill), p)
+    return torch.where(statistic > u, p_u * (-excess / hill).exp(), p)
 
 
 def _support(scm) -> SupportStatistics:

@@ -29,21 +29,26 @@ def _gaussian(n, seed, d=2):
 
 def _assert_calibrated(support, query, m):
     """Each statistic's p-value is uniform in distribution; their combination is valid and at
-    most twice as strict. Given the reference set, coverage varies by ~sqrt(q(1-q)/m)."""
-    isolation, local = support.pvalues(query)
+    most j times as strict (j statistics). Given the reference set, coverage varies by
+    ~sqrt(q(1-q)/m)."""
+    found = list(support.pvalues(query))
+    if support.has_density:
+        found.append(support.rarity_pvalue_of(support.rarity(query)))
     combined = support.pvalue(query)
-    assert isolation.shape == local.shape == combined.shape == query.shape[:-1]
+    assert all(p.shape == query.shape[:-1] for p in [*found, combined])
     for q in (0.05, 0.2, 0.5):
         tol = 4 * (q * (1 - q) / m) ** 0.5 + 0.01
-        for p in (isolation, local):
+        for p in found:
             assert abs((p <= q).float().mean().item() - q) < tol
-        assert q / 2 - tol < (combined <= q).float().mean().item() < q + tol
+        rate = (combined <= q).float().mean().item()
+        assert q / len(found) - tol < rate < q + tol
 
 
 def test_pvalues_are_uniform_in_distribution_and_tiny_far_away():
-    m = 2000
+    m = 1500  # two features: half the units are the reference, the others fit the density
     support = ParentSupport(2, k=5)
-    support.fit(_gaussian(3000, 0), max_reference=m)
+    support.fit(_gaussian(3000, 0), max_reference=2000)
+    assert support.has_density and support.reference.shape[0] == m
     _assert_calibrated(support, _gaussian(6000, 1), m)
     far = support.pvalue(torch.tensor([[8.0, 7.2], [3.0, -3.0], [6.0, -6.0]]))  # off the ridge
     assert bool((far < 1 / (m + 1)).all()) and far[2] < far[1]
@@ -97,6 +102,51 @@ def test_parents_just_off_a_curved_ridge_are_flagged_by_the_local_statistic():
     assert bool((local <= ALPHA / 2).all()) and bool((support.pvalue(off) <= ALPHA).all())
     on = torch.tensor([[0.0, 0.0], [1.0, 1.02], [-2.5, 6.25]])  # on the ridge, a tail included
     assert bool((support.pvalue(on) > 0.01).all())
+
+
+@pytest.mark.parametrize("quantiles", [(0.01, 0.5), (0.015, 0.5), (0.02, 0.9)])
+def test_parents_in_a_sparse_bend_are_flagged_by_their_rarity(quantiles):
+    # the non-additive triangle's do(x2): x1 in its lower tail, x2 set to a value that such an
+    # x1 rarely has. The training points there are sparse, so neither distance statistic sees
+    # it; the density of held-out parents does (the flow's largest errors sit there)
+    from pyro_scm.datasets import load_synthetic
+
+    train = load_synthetic("dcm-triangle", "nonadditive").sample(5000, seed=0)
+    parents = torch.stack([train["x1"], train["x2"]], -1)
+    support = ParentSupport(2)
+    support.fit(parents)
+    query = torch.stack([parents[:, i].quantile(q) for i, q in enumerate(quantiles)])[None]
+    isolation, local = support.pvalues(query)
+    rarity = support.rarity_pvalue_of(support.rarity(query))
+    assert bool(isolation > ALPHA / 2) and bool(local > ALPHA / 2), (isolation, local)
+    assert bool(rarity <= ALPHA / 3) and bool(support.pvalue(query) <= ALPHA), rarity
+    typical = parents[:2000].median(0).values[None]
+    assert bool(support.pvalue(typical) > 0.1)
+
+
+def test_one_feature_or_few_units_get_no_density_model():
+    one, few = ParentSupport(1), ParentSupport(2)
+    one.fit(_gaussian(3000, 0, d=1))
+    few.fit(_gaussian(150, 0))
+    assert not one.has_density and not few.has_density
+    assert few.reference.shape[0] == 150  # all of them stay the reference
+    with pytest.raises(ps.errors.NotFittedError, match="no density model"):
+        one.rarity(torch.zeros(3, 1))
+
+
+def test_statistics_saved_without_a_density_model_load_without_one():
+    # files written before the density model: the mixture's buffers are absent
+    support = ParentSupport(2)
+    support.fit(_gaussian(1000, 0))
+    old = {k: v for k, v in support.state_dict().items() if not k.startswith("density.")}
+    loaded = ParentSupport(2)
+    loaded.load_state_dict(old)
+    query = _gaussian(100, 1)
+    assert support.has_density and not loaded.has_density
+    torch.testing.assert_close(loaded.pvalues(query), support.pvalues(query))
+    again = ParentSupport(2)
+    again.load_state_dict(support.state_dict())
+    torch.testing.assert_close(again.pvalue(query), support.pvalue(query))
 
 
 def test_the_tail_does_not_hinge_on_the_most_isolated_training_point():
@@ -262,3 +312,6 @@ def test_statistics_check_their_input_before_any_search():
     query = _gaussian(50, 1)
     for a, b in zip(support.pvalues(query), support.pvalues_of(*support.statistics(query))):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for bad in (torch.zeros(4, 3), torch.tensor(0.0)):
+        with pytest.raises(ps.errors.ShapeError, match=r"\(\*batch, 2\)"):
+            support.rarity(bad)
