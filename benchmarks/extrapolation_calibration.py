@@ -3,9 +3,10 @@ write JSON.
 
 For each DCM scalar SCM, training sample (seeds) and non-root node, the node's parent
 statistics are stored as ``fit`` stores them (the flags depend on the training parents only, so
-no network is trained). Two numbers per node and training sample, for the library's tail (a
-Pareto tail above the 95% reference quantile) and for the tail it replaced (an exponential tail
-anchored at the largest reference statistic):
+no network is trained). Two numbers per node and training sample, for the library's p-value
+(``ParentSupport.pvalue``: isolation, local statistic and, on nodes with 2 to 16 parent
+features, the rarity under the parents' density model) and for the distances alone (isolation
+and local statistic, the flags before the rarity; the same on one-parent nodes):
 
 - ``in-distribution``: the share of ``fresh`` new units drawn like the training data whose
   parents get ``p <= ALPHA / 2`` (the level at which the counterfactual's own Bonferroni
@@ -38,30 +39,24 @@ DEFAULT_SCMS = (
     "dcm-triangle:nonlinear",
     "dcm-triangle:nonadditive",
     "dcm-diamond:nonlinear",
+    "dcm-diamond:nonadditive",
     "dcm-y:nonlinear",
+    "dcm-y:nonadditive",
 )
 
 
-def anchored(statistic: torch.Tensor, sorted_reference: torch.Tensor) -> torch.Tensor:
-    """The replaced tail: conformal p-value with an exponential tail beyond the largest
-    reference statistic (scale: the mean excess of the top 5%)."""
-    m = sorted_reference.shape[0]
-    larger = m - torch.searchsorted(sorted_reference, statistic.contiguous())
-    p = (1 + larger).to(sorted_reference) / (m + 1)
-    top = sorted_reference[int(0.95 * (m - 1)) :]
-    scale = (top - top[0]).mean().clamp_min(1e-12)
-    return p * torch.exp(-(statistic - sorted_reference[-1]).clamp_min(0.0) / scale)
-
-
 def node_pvalues(support: ParentSupport, parents: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Node p-value ``min(1, 2 min(p_s, p_l))`` under both tails, ``(units,)`` each."""
+    """The library's node p-value and the distances' ``min(1, 2 min(p_s, p_l))``, ``(units,)``
+    each; the statistics are computed once."""
     s, local = support.statistics(parents)
-    isolation, ratio = support.pvalues_of(s, local)
-    old = torch.minimum(anchored(s, support.scores), anchored(local, support.ratios))
-    return {
-        "pareto": (2 * torch.minimum(isolation, ratio)).clamp(max=1.0),
-        "anchored": (2 * old).clamp(max=1.0),
-    }
+    distances = torch.minimum(*support.pvalues_of(s, local))
+    out = {"distances": (2 * distances).clamp(max=1.0)}
+    if support.has_density:
+        rarity = support.rarity_pvalue_of(support.rarity(parents))
+        out["library"] = (3 * torch.minimum(distances, rarity)).clamp(max=1.0)
+    else:
+        out["library"] = out["distances"]
+    return out
 
 
 def calibrate(label: str, seeds: int, fresh: int) -> list[dict]:
@@ -112,7 +107,7 @@ def calibrate(label: str, seeds: int, fresh: int) -> list[dict]:
 
 
 def table(rows: list[dict], nominal: float) -> str:
-    """Markdown table: one row per (SCM, node, measure), both tails side by side."""
+    """Markdown table: one row per (SCM, node, measure), both p-values side by side."""
     by_key: dict[tuple, dict] = {}
     for r in rows:
         by_key.setdefault((r["scm"], r["node"], r["measure"]), {})[r["tail"]] = r
@@ -120,13 +115,13 @@ def table(rows: list[dict], nominal: float) -> str:
         f"Units flagged at p <= {nominal:g} (%, mean [min-max] over training samples; "
         f"nominal in-distribution: {100 * nominal:g}%)",
         "",
-        "| SCM | node | units | Pareto tail | anchored tail |",
+        "| SCM | node | units | library (with rarity) | distances only |",
         "|---|---|---|---|---|",
     ]
     for (scm, node, measure), tails in by_key.items():
         cells = [
             f"{t['mean_pct']:.3f} [{t['min_pct']:.3f}-{t['max_pct']:.3f}]"
-            for t in (tails["pareto"], tails["anchored"])
+            for t in (tails["library"], tails["distances"])
         ]
         lines.append(f"| {scm} | {node} | {measure} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)

@@ -5,7 +5,7 @@ counterfactual that pairs parent values never seen together (``do(x2)`` on a tri
 x1) or a factual unit beyond the largest training value asks the network to extrapolate. At fit
 time (:func:`record_support`, called from :func:`pyro_scm.fitting.prepare`) each node keeps, as
 buffers of a :class:`ParentSupport`, up to ``max_reference`` of its training parents whitened by
-their mean and covariance, z = L⁻¹(c − μ) with LLᵀ = Σ. A query's parents c get two statistics
+their mean and covariance, z = L⁻¹(c − μ) with LLᵀ = Σ. A query's parents c get two distances
 from their k nearest reference points N(c):
 
     s(c) = k-th smallest ‖z(c) − z_j‖                  (isolation: far from all the data)
@@ -27,8 +27,16 @@ above the 95% quantile u of the t_j the p-value follows their fitted Pareto tail
     p_t(c) = p_t(u) (t(c) / u)^(−1/γ),   γ = mean of log(t_j / u) over t_j ≥ u (Hill's),
 
 the tail of a k-NN distance where the density falls off (P(s > x) ∝ x^(−1/γ)). It is smooth in
-t, goes below 1/(m + 1), and ranks units by how far out they lie. The node's p-value is the
-Bonferroni combination p = min(1, 2 min(p_s, p_ℓ)). A counterfactual scores each node it
+t, goes below 1/(m + 1), and ranks units by how far out they lie.
+
+Distances cannot tell a sparse region from an empty one (x1 in its lower tail, where x2 spreads
+widely, moved to a value of x2 such x1 rarely have). A node with 2 to :data:`DENSITY_FEATURES`
+parent features therefore gets a third statistic, the rarity r(c) = −log q(z(c)) under a
+:class:`~pyro_scm.mixture.GaussianMixture` q fitted to training parents held out from the
+reference (half of the units are the reference, so the reference rarities are exchangeable with
+new parents'); its tail above u is exponential, p_r(c) = p_r(u) exp(−(r(c) − u)/γ), γ the mean
+excess. The node's p-value is the Bonferroni combination of its j statistics (2 or 3),
+p = min(1, j min(p_s, p_ℓ, p_r)). A counterfactual scores each node it
 recomputes twice, at its counterfactual and at its factual parents (abduction uses the
 latter), and reports
 ``min(1, 2 min(p_cf, p_factual))`` as ``sample_stats["extrapolation_<node>"]``; units with
@@ -82,14 +90,16 @@ class ExtrapolationWarning(UserWarning):
 
 
 class ParentSupport(nn.Module):
-    """Whitening and k-NN reference statistics of one node's training parents.
+    """Whitening, k-NN reference statistics and a density model of one node's training parents.
 
     Saved buffers: ``neighbour`` (k), ``loc`` ``(d,)``, ``whiten`` ``(d, d)`` (L⁻¹),
-    ``reference`` ``(m, d)`` whitened training parents and ``scores`` ``(m,)`` their sorted
-    leave-one-out k-NN distances; loading a state dict resizes them to the saved shapes. Derived
+    ``reference`` ``(m, d)`` whitened training parents, ``scores`` ``(m,)`` their sorted
+    leave-one-out k-NN distances, and the ``density`` mixture's (K = 0: none); loading a state
+    dict resizes them to the saved shapes. Derived
     from ``reference`` at fit and load time (not saved): ``radius`` ``(m,)`` each reference
     point's leave-one-out k-NN distance, ``ratios`` ``(m,)`` the sorted leave-one-out local
-    statistics, ``inner`` ``(m,)`` the (k-1)-th distances, and for one feature the
+    statistics, ``inner`` ``(m,)`` the (k-1)-th distances, ``rarities`` ``(m,)`` the sorted
+    rarities of the reference under the mixture (empty without one), and for one feature the
     sorted reference and their radii (``sorted_*``).
 
     Args:

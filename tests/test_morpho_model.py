@@ -46,6 +46,9 @@ def test_training_lowers_every_loss(trained):
     assert image.val.iloc[-1] < 0.5 * image.val.iloc[0]  # seed 0: 518 -> 172
 
 
+# a thickness of 4 with the factual intensity of a thin digit is rare in the training digits
+# (intensity follows thickness): the parents' density flags a unit or so of 32
+@pytest.mark.filterwarnings("ignore::pyro_scm.extrapolation.ExtrapolationWarning")
 def test_do_thickness_thickens_the_digits(trained, factual):
     scm, _, _ = trained
     thin = scm.counterfactual(factual, do={"thickness": 1.5})["image"][0]
