@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .errors import ArgumentError, NotFittedError, ShapeError
+from .errors import ArgumentError, NonFiniteError, NotFittedError, ShapeError
 
 __all__ = ["GaussianMixture", "components_for"]
 
@@ -80,6 +80,8 @@ class GaussianMixture(nn.Module):
         if x.dim() != 2 or x.shape[-1] != self.features:
             raise ShapeError(f"points must have shape (n, {self.features}), got {tuple(x.shape)}")
         n, d = x.shape
+        if not bool(torch.isfinite(x).all()):
+            raise NonFiniteError("points must be finite to fit a GaussianMixture")
         if not 1 <= components <= n:
             raise ArgumentError(f"components must lie in [1, {n}] for {n} points, got {components}")
         generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -87,7 +89,7 @@ class GaussianMixture(nn.Module):
         eye = torch.eye(d, dtype=x.dtype, device=x.device)
         self.loc = x[start].clone()
         self.logits = torch.full((components,), -math.log(components), dtype=x.dtype).to(x)
-        spread = x.var(0).mean().clamp_min(ridge) * components ** (-2.0 / d)
+        spread = x.var(0, correction=0).mean().clamp_min(ridge) * components ** (-2.0 / d)
         self.scale_tril = (spread.sqrt() * eye).expand(components, d, d).clone()
         previous = -math.inf
         for _ in range(iterations):

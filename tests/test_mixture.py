@@ -81,6 +81,8 @@ def test_bad_input_is_refused_before_any_work():
     for bad in (torch.zeros(5, 3), torch.zeros(5)):
         with pytest.raises(ps.errors.ShapeError, match=r"\(n, 2\)"):
             mixture.fit(bad, 2)
+    with pytest.raises(ps.errors.NonFiniteError, match="finite"):
+        mixture.fit(torch.tensor([[0.0, float("nan")], [1.0, 1.0]]), 1)
     for k in (0, 6):
         with pytest.raises(ps.errors.ArgumentError, match="components"):
             mixture.fit(torch.zeros(5, 2), k)
@@ -88,3 +90,6 @@ def test_bad_input_is_refused_before_any_work():
     with pytest.raises(ps.errors.ShapeError, match=r"\(\*batch, 2\)"):
         mixture.log_prob(torch.zeros(4, 1))
     assert math.isfinite(float(mixture.log_prob(torch.zeros(1, 2))))
+    assert math.isfinite(
+        float(GaussianMixture(2).fit(torch.ones(1, 2), 1).log_prob(torch.ones(1, 2)))
+    )
