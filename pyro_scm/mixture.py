@@ -89,7 +89,9 @@ class GaussianMixture(nn.Module):
         eye = torch.eye(d, dtype=x.dtype, device=x.device)
         self.loc = x[start].clone()
         self.logits = torch.full((components,), -math.log(components), dtype=x.dtype).to(x)
-        spread = x.var(0, correction=0).mean().clamp_min(ridge) * components ** (-2.0 / d)
+        spread = (x.var(0).mean() if n > 1 else x.new_tensor(0.0)).clamp_min(
+            ridge
+        ) * components ** (-2.0 / d)
         self.scale_tril = (spread.sqrt() * eye).expand(components, d, d).clone()
         previous = -math.inf
         for _ in range(iterations):
