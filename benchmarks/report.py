@@ -75,17 +75,21 @@ READING = """### Reading the table
 - Where the noise is additive, the smaller model class (`anm`) extrapolates best; where it is
   not, only the flow (`nsf`) can be right, and the non-identifiable SCMs (marked by a target equal
   to the better peer) have an error floor no method can pass.
-- What the extrapolation flags remove (the chain and triangle rows carry the flags of
-  `2026-12-01-local/`, which add a local statistic to the k-NN distance; the diamond and Y rows
-  the distance-only flags of `2026-12-01-seeded/`; the ladder and random rows mix both, seed by
-  seed, as `2026-12-01-ladder10/` lists): where the question leaves the data, the flagged
-  units carry most of the error. The nonlinear triangle's do(x2) pairs x2 with values of x1
-  never seen together: 5.5–22% of its units are flagged, and its error goes from 1.18 over all
-  units to 0.263 over the others (with the distance alone 0.04% were flagged and 1.174
-  remained). Where a seed's mean is carried by a unit beyond the training range, the flags
-  catch it too (chain nonlinear do(x2): 0.76 -> 0.11). On the non-additive SCMs 0.1–1.1% of the
-  units are flagged and the error sits inside the support (triangle do(x2) 80.5 -> 68.2): there
-  the learned equation itself is off, which no support test can see.
+- What the extrapolation flags remove (the chain rows carry the flags of `2026-12-01-local/`,
+  which are the current ones on nodes with one parent; the triangle, diamond and Y rows the
+  current flags with the parents' rarity, `2026-12-02-rarity/`; the ladder and random rows mix
+  flag versions seed by seed, as `2026-12-01-ladder10/` and `2026-12-02-rarity/` list): where
+  the question leaves the data, the flagged units carry most of the error. The nonlinear
+  triangle's do(x2) pairs x2 with values of x1 never seen together: 14–23% of its units are
+  flagged, and its error goes from 1.18 over all units to 0.246 over the others. Where a seed's
+  mean is carried by a unit beyond the training range, the flags catch it too (chain nonlinear
+  do(x2): 0.76 -> 0.11). On the non-additive triangle's do(x2) the rarity of the parents under
+  their density model flags 2.3–8.4% of the units, those in a sparse bend of the support (x1 in
+  its lower tail moved to values of x2 such x1 rarely have), and the error over the others
+  falls from 80.5 to 44.0 (68.2 with the distances alone); the rest sits inside the support,
+  where the learned equation itself is off. Flags are not errors: on the non-additive
+  diamond's do(x3) 10.5% of the units are flagged and the others' error is no lower (0.583
+  against 0.569 over all units).
 - Depth matters more than width for the regression networks: three hidden layers of 64 (the
   default of `anm` and `locscale` since commit adce4ff) lowered `auto`'s triangle nonlinear
   do(x2) from 1.71 to 1.09 over the same 10 seeds (`benchmarks/runs/2026-12-01-depth/`).
@@ -97,8 +101,8 @@ READING = """### Reading the table
   10% (nonlinear) and a factor of two (non-additive).
 - `rank-oracle` rows are the floor of any flow on the non-additive SCMs: `auto` is within 6% of
   it on the chain's do(x1) and the Y's three interventions, and DCM's 102.6 on the chain's
-  do(x1) lies below it (a misfit that happens to help); the triangle's do(x2), 80.5 against 10.9,
-  is the one pair far from its floor (`docs/accuracy.md`).
+  do(x1) lies below it (a misfit that happens to help); the triangle's do(x2), 80.5 against 10.9
+  (44.0 over unflagged units), is the one pair far from its floor (`docs/accuracy.md`).
 - DoWhy's model selection picks gradient-boosted trees on some nodes; trees extrapolate as a
   constant, which suits bounded equations such as the diamond's x4 = x3 / (|x2 + x3| + 0.5).
 """
@@ -131,8 +135,10 @@ the nonlinear SCMs), `2026-12-01-seeded/` (`auto` with the current defaults, eac
 start seeded: 10 seeds of the chain, triangle, diamond and Y SCMs, both variants),
 `2026-12-01-rank/` (the rank-preserving oracle on the non-additive SCMs),
 `2026-12-01-local/` (the chain and triangle again, the same fits, with the current
-extrapolation flags) and `2026-12-01-ladder10/` (the ladder and random SCMs with the current
-defaults), later folders replacing earlier records of the same SCM and method.
+extrapolation flags), `2026-12-01-ladder10/` (the ladder and random SCMs with the current
+defaults) and `2026-12-02-rarity/` (the triangle, diamond and Y again, the same fits, with the
+parents' rarity in the flags; non-additive ladder and random seeds), later folders replacing
+earlier records of the same SCM and method.
 """
 
 
