@@ -286,7 +286,7 @@ class ParentSupport(nn.Module):
         combination ``min(1, j min(p_1, ..., p_j))`` of the j statistics it has (isolation and
         local, :meth:`pvalues`, and the rarity where :attr:`has_density`), valid (P(p <= α) <= α
         in distribution, as far as the tail models hold) and at most j times as strict as
-        either."""
+        any one of them."""
         found = list(self.pvalues(context, chunk))
         if self.has_density:
             found.append(self.rarity_pvalue_of(self.rarity(context, chunk)))
@@ -451,7 +451,9 @@ def _contexts(scm, values: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 @torch.no_grad()
 def record_support(scm, data: Mapping[str, Tensor], k: int = 10, max_reference: int = 2048):
-    """Store each node's parent statistics from training ``data`` (node -> ``(units, *event)``).
+    """Store each node's parent statistics from training ``data`` (node -> ``(units, *event)``):
+    the distance reference and, for 2 to :data:`DENSITY_FEATURES` parent features, the density
+    model (:meth:`ParentSupport.fit`).
 
     Nodes without parents, with more than :data:`MAX_FEATURES` parent features, or with fewer
     than ``k + 2`` units are skipped.
