@@ -31,7 +31,7 @@ import torch
 
 from pyro_scm.datasets import intervention_values, load_synthetic
 from pyro_scm.datasets.true_models import learned_scm
-from pyro_scm.extrapolation import ALPHA, ParentSupport
+from pyro_scm.extrapolation import ALPHA, ParentSupport, bonferroni
 
 DEFAULT_SCMS = (
     "dcm-chain:nonlinear",
@@ -49,11 +49,11 @@ def node_pvalues(support: ParentSupport, parents: torch.Tensor) -> dict[str, tor
     """The library's node p-value and the distances' ``min(1, 2 min(p_s, p_l))``, ``(units,)``
     each; the statistics are computed once."""
     s, local = support.statistics(parents)
-    distances = torch.minimum(*support.pvalues_of(s, local))
-    out = {"distances": (2 * distances).clamp(max=1.0)}
+    distances = support.pvalues_of(s, local)
+    out = {"distances": bonferroni(*distances)}
     if support.has_density:
         rarity = support.rarity_pvalue_of(support.rarity(parents))
-        out["library"] = (3 * torch.minimum(distances, rarity)).clamp(max=1.0)
+        out["library"] = bonferroni(*distances, rarity)
     else:
         out["library"] = out["distances"]
     return out

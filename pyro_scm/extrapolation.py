@@ -66,6 +66,7 @@ __all__ = [
     "ExtrapolationWarning",
     "ParentSupport",
     "SupportStatistics",
+    "bonferroni",
     "check_counterfactual",
     "record_support",
     "support_pvalues",
@@ -196,6 +197,18 @@ class ParentSupport(nn.Module):
             self.sorted_reference, order = reference[:, 0].sort()
             self.sorted_radius, self.sorted_inner = radius[order], inner[order]
 
+    def _whitened(self, context: Tensor) -> Tensor:
+        """Parents ``(*batch, d)`` whitened and flattened, ``(units, d)``.
+
+        Raises:
+            ShapeError: the last dimension of ``context`` is not d.
+        """
+        if context.dim() == 0 or context.shape[-1] != self.features:
+            raise ShapeError(
+                f"parents must have shape (*batch, {self.features}), got {tuple(context.shape)}"
+            )
+        return (context.reshape(-1, self.features).to(self.loc) - self.loc) @ self.whiten.T
+
     @torch.no_grad()
     def statistics(self, context: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
         """The isolation s and the local statistic ℓ of parents ``(*batch, d)``: two tensors
@@ -208,12 +221,11 @@ class ParentSupport(nn.Module):
         """
         if self.radius.shape[0] == 0:
             raise NotFittedError("ParentSupport has no reference statistics: call fit first")
-        if context.dim() == 0 or context.shape[-1] != self.features:
-            raise ShapeError(
-                f"parents must have shape (*batch, {self.features}), got {tuple(context.shape)}"
-            )
-        batch = context.shape[:-1]
-        z = (context.reshape(-1, self.features).to(self.loc) - self.loc) @ self.whiten.T
+        s, local = self._distances(self._whitened(context), chunk)
+        return s.reshape(context.shape[:-1]), local.reshape(context.shape[:-1])
+
+    def _distances(self, z: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
+        """:meth:`statistics` of whitened parents ``(units, d)`` -> two ``(units,)``."""
         if self.features == 1 and self.reference.shape[0] >= 2 * self.k:
             dist, near = _knn_sorted(z[:, 0], self.sorted_reference, self.k)
             around = _around(dist, self.sorted_radius[near], self.sorted_inner[near])
@@ -226,8 +238,7 @@ class ParentSupport(nn.Module):
             around = _around(dist, self.radius[near], self.inner[near])
         s, local = dist[:, -1], _ratio(dist[:, -1], around)
         finite = torch.isfinite(z).all(-1)
-        s, local = (torch.where(finite, t, torch.nan).reshape(batch) for t in (s, local))
-        return s, local
+        return torch.where(finite, s, torch.nan), torch.where(finite, local, torch.nan)
 
     @torch.no_grad()
     def pvalues(self, context: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
@@ -265,14 +276,13 @@ class ParentSupport(nn.Module):
                 "ParentSupport has no density model: fit it on 2 to "
                 f"{DENSITY_FEATURES} parent features and at least {2 * MIN_DENSITY} units"
             )
-        if context.dim() == 0 or context.shape[-1] != self.features:
-            raise ShapeError(
-                f"parents must have shape (*batch, {self.features}), got {tuple(context.shape)}"
-            )
-        z = (context.reshape(-1, self.features).to(self.loc) - self.loc) @ self.whiten.T
+        return self._rarity(self._whitened(context), chunk).reshape(context.shape[:-1])
+
+    def _rarity(self, z: Tensor, chunk: int) -> Tensor:
+        """:meth:`rarity` of whitened parents ``(units, d)`` -> ``(units,)``."""
         finite = torch.isfinite(z).all(-1)
         r = -self.density.log_prob(torch.where(finite[:, None], z, torch.zeros_like(z)), chunk)
-        return torch.where(finite, r, torch.nan).reshape(context.shape[:-1])
+        return torch.where(finite, r, torch.nan)
 
     def rarity_pvalue_of(self, rarity: Tensor) -> Tensor:
         """Conformal p-value of rarities from :meth:`rarity`, with an exponential tail above
@@ -287,16 +297,25 @@ class ParentSupport(nn.Module):
         local, :meth:`pvalues`, and the rarity where :attr:`has_density`), valid (P(p <= α) <= α
         in distribution, as far as the tail models hold) and at most j times as strict as
         any one of them."""
-        found = list(self.pvalues(context, chunk))
+        if self.radius.shape[0] == 0:
+            raise NotFittedError("ParentSupport has no reference statistics: call fit first")
+        z = self._whitened(context)  # once for all the statistics
+        found = list(self.pvalues_of(*self._distances(z, chunk)))
         if self.has_density:
-            found.append(self.rarity_pvalue_of(self.rarity(context, chunk)))
-        return (len(found) * torch.stack(found).amin(0)).clamp(max=1.0)
+            found.append(self.rarity_pvalue_of(self._rarity(z, chunk)))
+        return bonferroni(*found).reshape(context.shape[:-1])
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in ("loc", "whiten", "reference", "scores"):
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def bonferroni(*pvalues: Tensor) -> Tensor:
+    """The Bonferroni combination ``min(1, j min(p_1, ..., p_j))`` of j p-values of the same
+    shape: a valid p-value whatever their dependence."""
+    return (len(pvalues) * torch.stack(pvalues).amin(0)).clamp(max=1.0)
 
 
 def _rederive(support: ParentSupport, incompatible_keys) -> None:
@@ -510,7 +529,7 @@ def check_counterfactual(scm, result) -> None:
     flagged = None
     for node, p in cf.items():
         if node in factual:
-            p = (2 * torch.minimum(p, factual[node].expand_as(p))).clamp(max=1.0)
+            p = bonferroni(p, factual[node].expand_as(p))
         result.sample_stats[f"extrapolation_{node}"] = p
         off = p <= ALPHA
         flagged = off if flagged is None else flagged | off
