@@ -58,7 +58,8 @@ recomputed node flags as an extrapolation (`result.sample_stats["extrapolated"]`
 `CF unflagged` scores the other units only. `kinds chosen`: per node, the kinds picked and in
 how many seeds. Fit times are per seed, for one worker process (`--workers 1`): the CPU time
 of the single-threaded process is given beside the wall time, which other jobs on the machine
-inflate. The records and the library version of each row are listed in the
+inflate. With the library's defaults (one worker per CPU) on an idle machine the fit takes
+0.64–1.25x DCM's fit time (`python -m benchmarks.fit_time`, `docs/accuracy.md`). The records and the library version of each row are listed in the
 `benchmarks/runs/*/README.md` files named under "Reproduce"."""
 
 

@@ -266,3 +266,23 @@ def test_extrapolation_calibration_rows_and_bad_arguments(tmp_path):
         assert measures[(*key, "library")] == measures[(*key, "distances")]
     with pytest.raises(SystemExit):
         calibration.main(["--seeds", "0"])
+
+
+def test_fit_time_rows_and_bad_arguments(tmp_path):
+    from benchmarks import fit_time
+
+    out = tmp_path / "t.json"
+    argv = ["--scm", "dcm-triangle:nonlinear", "--n-train", "200", "--epochs", "2"]
+    result = fit_time.main([*argv, "--out", str(out)])
+    assert json.loads(out.read_text())["rows"] == result["rows"]
+    (row,) = result["rows"]
+    assert row["scm"] == "dcm-triangle:nonlinear" and row["n_train"] == 200
+    assert set(row["kinds"]) == {"x1", "x2", "x3"}
+    assert set(row["kinds"].values()) <= {"anm", "locscale", "nsf"}
+    assert row["selection_cost"] == pytest.approx(row["auto_1_worker_s"] / row["chosen_kinds_s"])
+    assert row["auto_over_dcm"] == pytest.approx(row["auto_s"] / fit_time.DCM_FIT_S)
+    for bad in (["--seeds", "0"], ["--n-train", "10"], ["--epochs", "0"], ["--scm", "dcm-nope"]):
+        with pytest.raises(SystemExit):
+            fit_time.main(bad)
+    with pytest.raises(SystemExit):
+        fit_time.main(["--scm", "dcm-triangle:linear-ish"])
