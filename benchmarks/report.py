@@ -59,8 +59,9 @@ recomputed node flags as an extrapolation (`result.sample_stats["extrapolated"]`
 how many seeds. Fit times are per seed, for one worker process (`--workers 1`): the CPU time
 of the single-threaded process is given beside the wall time, which other jobs on the machine
 inflate. With the library's defaults (one worker per CPU) on an idle machine the fit takes
-0.64–1.25x DCM's fit time (`python -m benchmarks.fit_time`, `docs/accuracy.md`). The records and the library version of each row are listed in the
-`benchmarks/runs/*/README.md` files named under "Reproduce"."""
+0.64–1.25x DCM's fit time (`python -m benchmarks.fit_time`, `docs/accuracy.md`). The
+records and the library version of each row are listed in the `benchmarks/runs/*/README.md`
+files named under "Reproduce"."""
 
 
 READING = """### Reading the table
@@ -78,8 +79,9 @@ READING = """### Reading the table
   to the better peer) have an error floor no method can pass.
 - What the extrapolation flags remove (the chain rows carry the flags of `2026-12-01-local/`,
   which are the current ones on nodes with one parent; the triangle, diamond and Y rows the
-  current flags with the parents' rarity, `2026-12-02-rarity/`; the ladder and random rows mix
-  flag versions seed by seed, as `2026-12-01-ladder10/` and `2026-12-02-rarity/` list): where
+  current flags with the parents' rarity, `2026-12-02-rarity/`, and so do the non-additive
+  ladder and random rows, `2026-12-02-coverage/`; the nonlinear ladder and random rows mix
+  flag versions seed by seed, as `2026-12-01-ladder10/` lists): where
   the question leaves the data, the flagged units carry most of the error. The nonlinear
   triangle's do(x2) pairs x2 with values of x1 never seen together: 14–23% of its units are
   flagged, and its error goes from 1.18 over all units to 0.246 over the others. Where a seed's
@@ -104,6 +106,11 @@ READING = """### Reading the table
   it on the chain's do(x1) and the Y's three interventions, and DCM's 102.6 on the chain's
   do(x1) lies below it (a misfit that happens to help); the triangle's do(x2), 80.5 against 10.9
   (44.0 over unflagged units), is the one pair far from its floor (`docs/accuracy.md`).
+- On the ladder and random SCMs (10 nodes of 3 features, no peer) `auto` is the best fixed kind
+  or within 1% of it on 5 of the 10 pairs; it is 5–8% above the fixed `anm` on the nonlinear
+  random SCM, where it chose `anm` too (three hidden layers by default against the protocol's
+  two), and 5% / 12% above it on the non-additive random do(x4) / do(x6), where held-out
+  likelihood chose `nsf` on most nodes (`2026-12-02-coverage/`).
 - DoWhy's model selection picks gradient-boosted trees on some nodes; trees extrapolate as a
   constant, which suits bounded equations such as the diamond's x4 = x3 / (|x2 + x3| + 0.5).
 """
@@ -138,8 +145,11 @@ start seeded: 10 seeds of the chain, triangle, diamond and Y SCMs, both variants
 `2026-12-01-local/` (the chain and triangle again, the same fits, with the current
 extrapolation flags), `2026-12-01-ladder10/` (the ladder and random SCMs with the current
 defaults) and `2026-12-02-rarity/` (the triangle, diamond and Y again, the same fits, with the
-parents' rarity in the flags; non-additive ladder and random seeds), later folders replacing
-earlier records of the same SCM and method.
+parents' rarity in the flags; non-additive ladder and random seeds), `2026-12-02-coverage/`
+(the non-additive ladder and random seeds 2–6 again with the current flags, which replace
+those of `2026-12-01-ladder10/`; `nsf` on the diamond and Y and the fixed kinds on the ladder
+and random SCMs up to 10 seeds), later folders replacing earlier records of the same SCM and
+method. `2026-12-02-fit-time/` times `auto` with the library's defaults on an idle machine.
 """
 
 
