@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import DataError, ShapeError
+from ..errors import ArgumentError, DataError, ShapeError
 from ..nets.predictors import ParentPredictor
 
 __all__ = ["predictor_effectiveness", "train_parent_predictor"]
@@ -23,13 +23,18 @@ def train_parent_predictor(
     batch_size: int = 64,
     lr: float = 2e-3,
     seed: int = 0,
+    beta: float = 0.5,
     progress: bool = False,
 ) -> ParentPredictor:
-    """Fit q(pa | x) by maximum likelihood on ``images`` ``(n, C, H, W)`` in [0, 1],
-    ``continuous`` parents ``(n, k)`` and class ``labels`` ``(n,)``; returns it in eval mode.
+    """Fit q(pa | x) on ``images`` ``(n, C, H, W)`` in [0, 1], ``continuous`` parents ``(n, k)``
+    and class ``labels`` ``(n,)``; returns it in eval mode.
+
+    The loss is the β-NLL of :meth:`ParentPredictor.loss` (``beta = 0``: maximum likelihood),
+    whose variance weight keeps the heteroscedastic head from trading the mean for its variance.
 
     Raises:
         ShapeError: the inputs disagree on n. DataError: fewer than two images.
+        ArgumentError: ``beta`` outside [0, 1].
     """
     x = torch.as_tensor(images)
     c = torch.as_tensor(continuous).to(x).reshape(x.shape[0], -1) if x.dim() == 4 else None
@@ -37,6 +42,8 @@ def train_parent_predictor(
         raise ShapeError("train_parent_predictor needs images (n, C, H, W), parents (n, k), (n,)")
     if x.shape[0] < 2:
         raise DataError("train_parent_predictor needs at least two images")
+    if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0 <= beta <= 1:
+        raise ArgumentError(f"beta must be a number in [0, 1], got {beta!r}")
     torch.manual_seed(seed)
     model = ParentPredictor(x.shape[1], c.shape[1], classes if labels is not None else 0)
     model = model.to(x.device)
@@ -49,7 +56,7 @@ def train_parent_predictor(
         for idx in torch.randperm(x.shape[0], generator=generator).split(batch_size):
             idx = idx.to(x.device)
             y = labels[idx] if labels is not None else None
-            loss = -model.log_prob(x[idx], c[idx], y).mean()
+            loss = model.loss(x[idx], c[idx], y, beta).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
