@@ -463,5 +463,6 @@ def test_certified_reverse_checks_agree_with_evaluated_ones():
     assert torch.equal(certified, evaluated) and certified.all()
     assert n_certified < len(calls) - n_certified  # it saved at least one pass
     # a reverse move that does not return to the start fails either way
-    wrong = (q + 0.01, r0, J0, q1, J1, v1, active)
+    # (shifted by ten reverse tolerances: a shift of one, 0.01, sat on the threshold)
+    wrong = (q + 10 * kernel.reverse_tol, r0, J0, q1, J1, v1, active)
     assert not kernel._reverse_ok(*wrong).any()
