@@ -29,8 +29,12 @@ def test_auto_picks_anm_for_gaussian_noise_and_a_flow_for_skewed_noise():
     history = scm.fit(frame, **FAST)
     chosen = {n: i["kind"] for n, i in history.attrs["selection"].items()}
     assert chosen["a"] == "anm" and chosen["s"] == "nsf", history.attrs["selection"]
-    assert set(history.columns) == {"epoch", "node", "kind", "train", "val"}
+    assert set(history.columns) == {"epoch", "node", "kind", "start", "train", "val"}
     assert set(history[history.node == "s"].kind) == {"anm", "locscale", "nsf"}
+    # the chosen flow got two more starts, the regression kinds none
+    assert set(history[(history.node == "s") & (history.kind == "nsf")].start) == {0, 1, 2}
+    assert set(history[history.node != "s"].start) == {0}
+    assert len(scm.selection["s"]["starts"]) == 3 and len(scm.selection["a"]["starts"]) == 1
     info = scm.graph.nodes["s"]["selection"]
     assert info["scores"]["nsf"] > info["scores"]["anm"] + 0.1
     assert scm.graph.nodes["a"]["mechanism"] == "anm"
@@ -185,7 +189,7 @@ def test_a_candidates_initial_weights_depend_on_the_seed_node_and_kind_only():
         torch.manual_seed(global_seed)
         scm = ps.SCM.from_graph(graph, frame, hidden=(8,), transforms=1, candidates=kinds)
         history = scm.fit(frame, seed=seed, workers=1, **fast)
-        rows = history[(history.node == "s") & (history.kind == "nsf")]
+        rows = history[(history.node == "s") & (history.kind == "nsf") & (history.start == 0)]
         return rows[["train", "val"]].to_numpy()
 
     reference = nsf_rows(("anm", "nsf"), global_seed=0)
@@ -197,3 +201,54 @@ def test_a_candidates_initial_weights_depend_on_the_seed_node_and_kind_only():
     state = torch.random.get_rng_state()
     select_mechanisms(scm, frame, workers=1, **fast)
     assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is left alone
+
+
+def test_restarts_keep_the_kind_and_install_the_best_held_out_start():
+    frame = _frame()[["x", "s"]]
+    graph = nx.DiGraph([("x", "s")])
+    fast = {**FAST, "workers": 1}
+
+    def fitted(restarts, **kw):
+        scm = ps.SCM.from_graph(graph, frame, hidden=(16,), transforms=2)
+        history = scm.fit(frame, restarts=restarts, **{**fast, **kw})
+        return scm, history
+
+    one, h1 = fitted(1)
+    three, h3 = fitted(3)
+    info = three.selection["s"]
+    assert info["kind"] == one.selection["s"]["kind"] == "nsf"  # the kind is chosen on one start
+    assert info["scores"] == one.selection["s"]["scores"] and len(info["starts"]) == 3
+    assert info["start"] == max(range(3), key=info["starts"].__getitem__)
+    assert one.selection["s"]["starts"] == info["starts"][:1] and one.selection["s"]["start"] == 0
+    assert len(set(info["starts"])) == 3  # the starts differ
+    # the first start trains exactly as without restarts (same split, batches and weights)
+    nsf = (h3.node == "s") & (h3.kind == "nsf")
+    first = h3[nsf & (h3.start == 0)][["train", "val"]].to_numpy()
+    assert (first == h1[(h1.node == "s") & (h1.kind == "nsf")][["train", "val"]].to_numpy()).all()
+    # the installed mechanism is the chosen start: its held-out score on the split's
+    # validation units (the first tenth of the seed's permutation) is the recorded one
+    perm = torch.randperm(len(frame), generator=torch.Generator().manual_seed(0))[:120]
+    x, y = (torch.tensor(frame[c].to_numpy(), dtype=torch.float32)[perm] for c in "xs")
+    with torch.no_grad():
+        lp = three.mechanisms[three.order.index("s")](x).log_prob(y).mean()
+    assert abs(float(lp) - info["starts"][info["start"]]) < 1e-4
+    # the same with two workers (each start trains independently)
+    two, h2 = fitted(3, workers=2)
+    assert two.selection["s"]["starts"] == info["starts"]
+    assert len(h2.attrs["worker_cpu_s"]) == 2
+
+
+@pytest.mark.parametrize("restarts", [0, 1.5, True, "3"])
+def test_restarts_must_be_a_positive_int(restarts):
+    frame = _frame(300)[["x", "s"]]
+    scm = ps.SCM.from_graph(nx.DiGraph([("x", "s")]), frame)
+    with pytest.raises(ArgumentError, match="restarts"):
+        scm.fit(frame, restarts=restarts, **FAST)
+    assert scm.pending_selection is not None  # nothing ran
+
+
+def test_no_restarts_once_the_budget_is_spent():
+    frame = _frame(300)[["x", "s"]]
+    scm = ps.SCM.from_graph(nx.DiGraph([("x", "s")]), frame, hidden=(8,), transforms=1)
+    history = scm.fit(frame, budget_s=1e-6, **FAST)
+    assert set(history.start) == {0} and all(len(i["starts"]) == 1 for i in scm.selection.values())
