@@ -71,12 +71,18 @@ def test_usable_workers_is_one_off_cpu_and_counts_cpus_on_it():
 def test_shares_split_new_candidates_by_cost_and_keep_the_programs_own():
     cands = dict.fromkeys(["x/mechanism", "a/anm", "a/locscale", "a/nsf", "b/anm", "b/nsf"])
     new = ["a/anm", "a/locscale", "a/nsf", "b/anm", "b/nsf"]
-    shares = _shares(cands, new, 2, 2)
+    owner = {k: (*k.split("/"), 0) for k in cands}
+    shares = _shares(cands, new, 2, 2, owner)
     assert sorted(k for share in shares for k in share) == sorted(cands)
     assert "x/mechanism" in shares[0]
     assert {"a/nsf", "b/nsf"} & set(shares[0]) and {"a/nsf", "b/nsf"} & set(shares[1])
-    assert _shares(cands, new, None, 1) == [list(cands)]
-    assert len(_shares(cands, new, 8, 1)) == 5  # explicit workers, at most one per candidate
+    assert _shares(cands, new, None, 1, owner) == [list(cands)]
+    assert len(_shares(cands, new, 8, 1, owner)) == 5  # explicit workers, one per candidate
+    # restarts: the cost is the kind's, read from the owner (not from the key)
+    more = {"a/nsf/1": None, "a/nsf/2": None, "b/nsf/1": None, "b/nsf/2": None}
+    owner.update({k: (k[0], "nsf", int(k[-1])) for k in more})
+    shares = _shares(more, list(more), 2, 2, owner)
+    assert [len(share) for share in shares] == [2, 2]
 
 
 def _frame(n=600, seed=0):
