@@ -52,14 +52,17 @@ mechanisms (same numbers, different machinery); DoWhy gcm fits its own additive-
 
 
 AUTO = """`pyro_scm-auto` is `SCM.from_graph(graph, data).fit(data)` with nothing set: per-node
-selection among `anm`, `locscale` and `nsf` (`docs/accuracy.md`) and fit's defaults (the
+selection among `anm`, `locscale` and `nsf`, three starts of a chosen flow (`docs/accuracy.md`;
+the non-additive chain and triangle rows, `2026-12-02-restarts/`, have them, the other rows
+were fitted before) and fit's defaults (the
 settings below are not passed to it). `flagged`: share of the counterfactual units that any
 recomputed node flags as an extrapolation (`result.sample_stats["extrapolated"]`, p <= 0.001);
 `CF unflagged` scores the other units only. `kinds chosen`: per node, the kinds picked and in
 how many seeds. Fit times are per seed, for one worker process (`--workers 1`): the CPU time
 of the single-threaded process is given beside the wall time, which other jobs on the machine
 inflate. With the library's defaults (one worker per CPU) on an idle machine the fit takes
-0.64–1.25x DCM's fit time (`python -m benchmarks.fit_time`, `docs/accuracy.md`). The
+0.64–1.15x DCM's fit time on the nonlinear SCMs and 1.06–2.01x on the non-additive ones, with
+their flows' restarts (`python -m benchmarks.fit_time`, `docs/accuracy.md`). The
 records and the library version of each row are listed in the `benchmarks/runs/*/README.md`
 files named under "Reproduce"."""
 
@@ -80,7 +83,8 @@ READING = """### Reading the table
 - What the extrapolation flags remove (the chain rows carry the flags of `2026-12-01-local/`,
   which are the current ones on nodes with one parent; the triangle, diamond and Y rows the
   current flags with the parents' rarity, `2026-12-02-rarity/`, and so do the non-additive
-  ladder and random rows, `2026-12-02-coverage/`; the nonlinear ladder and random rows mix
+  ladder and random rows, `2026-12-02-coverage/`, and the non-additive chain and triangle with
+  restarts, `2026-12-02-restarts/`; the nonlinear ladder and random rows mix
   flag versions seed by seed, as `2026-12-01-ladder10/` lists): where
   the question leaves the data, the flagged units carry most of the error. The nonlinear
   triangle's do(x2) pairs x2 with values of x1 never seen together: 14–23% of its units are
@@ -89,7 +93,7 @@ READING = """### Reading the table
   do(x2): 0.76 -> 0.11). On the non-additive triangle's do(x2) the rarity of the parents under
   their density model flags 2.3–8.4% of the units, those in a sparse bend of the support (x1 in
   its lower tail moved to values of x2 such x1 rarely have), and the error over the others
-  falls from 80.5 to 44.0 (68.2 with the distances alone); the rest sits inside the support,
+  falls from 74.7 to 40.1; the rest sits inside the support,
   where the learned equation itself is off. Flags are not errors: on the non-additive
   diamond's do(x3) 10.5% of the units are flagged and the others' error is no lower (0.583
   against 0.569 over all units).
@@ -101,11 +105,14 @@ READING = """### Reading the table
   only there (single fits of one seed: 31.7–372.7), and the nonlinear triangle's do(x2) 1.09 and
   1.18 (`2026-12-01-depth/` and `2026-12-01-seeded/`, the latter with each candidate's start
   seeded by (seed, node, kind)). Means over seeds of those rows are not stable to better than
-  10% (nonlinear) and a factor of two (non-additive).
+  10% (nonlinear) and a factor of two (non-additive). Three starts of each chosen flow, keeping
+  the best held-out likelihood (the default since `2026-12-02-restarts/`), took the triangle's
+  do(x1) from 22.3 to 19.3 on the same seeds and its do(x2) from 80.5 to 74.7 (better on 6 of
+  10 seeds, one seed from 161 to 265).
 - `rank-oracle` rows are the floor of any flow on the non-additive SCMs: `auto` is within 6% of
   it on the chain's do(x1) and the Y's three interventions, and DCM's 102.6 on the chain's
-  do(x1) lies below it (a misfit that happens to help); the triangle's do(x2), 80.5 against 10.9
-  (44.0 over unflagged units), is the one pair far from its floor (`docs/accuracy.md`).
+  do(x1) lies below it (a misfit that happens to help); the triangle's do(x2), 74.7 against 10.9
+  (40.1 over unflagged units), is the one pair far from its floor (`docs/accuracy.md`).
 - On the ladder and random SCMs (10 nodes of 3 features, no peer) `auto` is the best fixed kind
   or within 1% of it on 5 of the 10 pairs; it is 5–8% above the fixed `anm` on the nonlinear
   random SCM, where it chose `anm` too (three hidden layers by default against the protocol's
@@ -148,8 +155,10 @@ defaults) and `2026-12-02-rarity/` (the triangle, diamond and Y again, the same 
 parents' rarity in the flags; non-additive ladder and random seeds), `2026-12-02-coverage/`
 (the non-additive ladder and random seeds 2–6 again with the current flags, which replace
 those of `2026-12-01-ladder10/`; `nsf` on the diamond and Y and the fixed kinds on the ladder
-and random SCMs up to 10 seeds), later folders replacing earlier records of the same SCM and
-method. `2026-12-02-fit-time/` times `auto` with the library's defaults on an idle machine.
+and random SCMs up to 10 seeds), `2026-12-02-restarts/` (the non-additive chain and triangle
+with three starts of each chosen flow, the default), later folders replacing earlier records of
+the same SCM and method. `2026-12-02-fit-time/` times `auto` with the library's defaults on an
+idle machine, `2026-12-02-fit-time-restarts/` the non-additive SCMs again with the restarts.
 """
 
 
