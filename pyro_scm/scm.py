@@ -341,8 +341,8 @@ class GraphSCM(SCM):
 
     def fit(self, data: object, **kwargs) -> object:
         """Train every mechanism; with ``mechanism="auto"`` nodes pending, select their kinds
-        first (:func:`pyro_scm.selection.select_mechanisms`, which also takes ``budget_s`` and
-        ``workers``)."""
+        first (:func:`pyro_scm.selection.select_mechanisms`, which also takes ``budget_s``,
+        ``workers`` and ``restarts``)."""
         if self.pending_selection is None:
             return super().fit(data, **kwargs)
         if kwargs.get("trainer") is not None:
