@@ -250,9 +250,10 @@ def select_mechanisms(
 
     # more starts of the chosen flows, on the same split and mini-batches
     more = {}
+    over = budget_s is not None and time.perf_counter() - start > budget_s
     for node, info in summary.items():
         kind = info["kind"]
-        if kind not in RESTART_KINDS:
+        if kind not in RESTART_KINDS or over:
             continue
         features = _features(sites[node][1])
         for r in range(1, restarts):
@@ -263,8 +264,7 @@ def select_mechanisms(
                 cand.prepare(train[node], *sites[node][1])
             more[f"{node}/{kind}/{r}"] = cand
             owner[f"{node}/{kind}/{r}"] = (node, kind, r)
-    over = budget_s is not None and time.perf_counter() - start > budget_s
-    if more and not over:
+    if more:
         candidates.update(more)  # the loop reads the candidates from this dict
         rows, more_cpu = _train(train_share, more, list(more), owner, workers, usable)
         history += rows
