@@ -273,8 +273,9 @@ def select_mechanisms(
     with torch.no_grad():
         for node, info in summary.items():
             keys = [f"{node}/{info['kind']}"]
-            keys += [k for k in more if k in candidates and owner[k][0] == node]
-            starts = [float(held_out(k).mean()) for k in keys]
+            keys += [k for k in more if owner[k][0] == node]  # empty when not trained
+            # the first start was scored when the kind was chosen
+            starts = [info["scores"][info["kind"]]] + [float(held_out(k).mean()) for k in keys[1:]]
             finite = [v if math.isfinite(v) else -math.inf for v in starts]
             best = max(range(len(keys)), key=finite.__getitem__)
             info.update(start=owner[keys[best]][2], starts=starts)

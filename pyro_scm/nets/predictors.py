@@ -90,14 +90,4 @@ class ParentPredictor(nn.Module):
     def log_prob(self, x: Tensor, continuous: Tensor | None, labels: Tensor | None) -> Tensor:
         """log q(continuous, labels | x) per image ``(B,)``; ``continuous`` ``(B, k)`` in their own
         units, ``labels`` ``(B,)`` indices or ``(B, classes)`` one-hot (soft labels allowed)."""
-        mean, log_scale, logits = self(x)
-        total = x.new_zeros(x.shape[0])
-        if self.continuous and continuous is not None:
-            z = (continuous.to(x) - self.loc[: self.continuous]) / self.scale[: self.continuous]
-            r = (z - mean) * torch.exp(-log_scale)
-            total = total + (-0.5 * r.square() - log_scale - 0.5 * math.log(2 * math.pi)).sum(-1)
-        if self.classes and labels is not None:
-            if labels.dim() == 1:
-                labels = F.one_hot(labels.long(), self.classes).to(x)
-            total = total + (F.log_softmax(logits, -1) * labels.to(x)).sum(-1)
-        return total
+        return -self.loss(x, continuous, labels, beta=0.0)
