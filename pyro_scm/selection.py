@@ -20,7 +20,7 @@ picks a wrong, more flexible kind on some node of most models (``docs/accuracy.m
 
 A flow's counterfactuals depend on where its training started far more than its density does:
 on the non-additive triangle, four starts of the same NSF on the same data gave counterfactual
-errors 1.4 to 2.8 times apart. Where a flow kind is chosen, ``restarts - 1`` more starts of it
+errors 1.5 to 3.9 times apart. Where a flow kind is chosen, ``restarts - 1`` more starts of it
 train afterwards on the same split and mini-batches, and the start with the best held-out
 log-likelihood is kept (``docs/accuracy.md``). The kind is chosen on one start each, so the
 restarts never change which kind a node gets, and cost nothing where a regression kind wins.
