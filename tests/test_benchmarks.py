@@ -286,3 +286,46 @@ def test_fit_time_rows_and_bad_arguments(tmp_path):
             fit_time.main(bad)
     with pytest.raises(SystemExit):
         fit_time.main(["--scm", "dcm-triangle:linear-ish"])
+    with pytest.raises(SystemExit):  # no DCM code in the folder: refused before any fit
+        fit_time.main([*argv, "--dcm-code", str(tmp_path)])
+
+
+def test_fit_time_fits_dcm_in_the_run(tmp_path, monkeypatch):
+    """With --dcm-code the ratio's denominator is DCM's fit on the same sample, in this run."""
+    import types
+
+    from benchmarks import fit_time
+
+    calls = []
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "__init__.py").write_text("")
+    (tmp_path / "model" / "diffusion.py").write_text(
+        "def create_model_from_graph(g, params):\n    return (sorted(g.edges), params)\n"
+    )
+    gcm = types.ModuleType("dowhy.gcm")
+    gcm.fit = lambda model, frame: calls.append((model, list(frame.columns), len(frame)))
+    gcm.config = types.SimpleNamespace(disable_progress_bars=lambda: None)
+    gcm.causal_mechanisms = types.ModuleType("dowhy.gcm.causal_mechanisms")
+    for name, module in (
+        ("dowhy", types.ModuleType("dowhy")),
+        ("dowhy.gcm", gcm),
+        ("dowhy.gcm.causal_mechanisms", gcm.causal_mechanisms),
+    ):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in ("model", "model.diffusion", "dowhy.gcm.graph"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    try:
+        argv = ["--scm", "dcm-triangle:nonlinear", "--n-train", "200", "--epochs", "2"]
+        result = fit_time.main([*argv, "--no-floor", "--dcm-code", str(tmp_path)])
+    finally:
+        for name in ("model", "model.diffusion", "dowhy.gcm.graph"):
+            sys.modules.pop(name, None)
+    (((edges, params), columns, n),) = calls
+    assert edges == [("x1", "x2"), ("x1", "x3"), ("x2", "x3")] and n == 200
+    assert columns == ["x1", "x2", "x3"]
+    assert params["num_epochs"] == 2 and params["batch_size"] == 64 and params["lr"] == 1e-4
+    (row,) = result["rows"]
+    assert row["dcm_measured"] and row["dcm_s"] > 0
+    assert row["auto_over_dcm"] == pytest.approx(row["auto_s"] / row["dcm_s"])
+    assert row["auto_1_worker_s"] is None and row["selection_cost"] is None
