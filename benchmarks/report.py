@@ -53,16 +53,18 @@ mechanisms (same numbers, different machinery); DoWhy gcm fits its own additive-
 
 AUTO = """`pyro_scm-auto` is `SCM.from_graph(graph, data).fit(data)` with nothing set: per-node
 selection among `anm`, `locscale` and `nsf`, three starts of a chosen flow (`docs/accuracy.md`;
-the non-additive chain and triangle rows, `2026-12-02-restarts/`, have them, the other rows
-were fitted before) and fit's defaults (the
+the non-additive chain, triangle, diamond and Y rows, `2026-12-02-restarts/`, have them; the
+non-additive ladder and random rows were fitted before; the nonlinear rows choose no flow)
+and fit's defaults (the
 settings below are not passed to it). `flagged`: share of the counterfactual units that any
 recomputed node flags as an extrapolation (`result.sample_stats["extrapolated"]`, p <= 0.001);
 `CF unflagged` scores the other units only. `kinds chosen`: per node, the kinds picked and in
 how many seeds. Fit times are per seed, for one worker process (`--workers 1`): the CPU time
 of the single-threaded process is given beside the wall time, which other jobs on the machine
 inflate. With the library's defaults (one worker per CPU) on an idle machine the fit takes
-0.64–1.15x DCM's fit time on the nonlinear SCMs and 1.06–2.01x on the non-additive ones, with
-their flows' restarts (`python -m benchmarks.fit_time`, `docs/accuracy.md`). The
+0.33–0.47x DCM's fit time on the nonlinear SCMs and 0.78–0.87x on the non-additive ones, with
+their flows' restarts, DCM's reference code fitted in the same run on the same sample
+(`python -m benchmarks.fit_time --dcm-code`, `2026-12-02-fit-time-dcm/`, `docs/accuracy.md`). The
 records and the library version of each row are listed in the `benchmarks/runs/*/README.md`
 files named under "Reproduce"."""
 
@@ -83,8 +85,8 @@ READING = """### Reading the table
 - What the extrapolation flags remove (the chain rows carry the flags of `2026-12-01-local/`,
   which are the current ones on nodes with one parent; the triangle, diamond and Y rows the
   current flags with the parents' rarity, `2026-12-02-rarity/`, and so do the non-additive
-  ladder and random rows, `2026-12-02-coverage/`, and the non-additive chain and triangle with
-  restarts, `2026-12-02-restarts/`; the nonlinear ladder and random rows mix
+  ladder and random rows, `2026-12-02-coverage/`, and the non-additive chain, triangle, diamond
+  and Y with restarts, `2026-12-02-restarts/`; the nonlinear ladder and random rows mix
   flag versions seed by seed, as `2026-12-01-ladder10/` lists): where
   the question leaves the data, the flagged units carry most of the error. The nonlinear
   triangle's do(x2) pairs x2 with values of x1 never seen together: 14–23% of its units are
@@ -95,8 +97,8 @@ READING = """### Reading the table
   its lower tail moved to values of x2 such x1 rarely have), and the error over the others
   falls from 74.7 to 40.1; the rest sits inside the support,
   where the learned equation itself is off. Flags are not errors: on the non-additive
-  diamond's do(x3) 10.5% of the units are flagged and the others' error is no lower (0.583
-  against 0.569 over all units).
+  diamond's do(x3) 10.5% of the units are flagged and the others' error is no lower (0.58
+  against 0.55 over all units).
 - Depth matters more than width for the regression networks: three hidden layers of 64 (the
   default of `anm` and `locscale` since commit adce4ff) lowered `auto`'s triangle nonlinear
   do(x2) from 1.71 to 1.09 over the same 10 seeds (`benchmarks/runs/2026-12-01-depth/`).
@@ -155,10 +157,13 @@ defaults) and `2026-12-02-rarity/` (the triangle, diamond and Y again, the same 
 parents' rarity in the flags; non-additive ladder and random seeds), `2026-12-02-coverage/`
 (the non-additive ladder and random seeds 2–6 again with the current flags, which replace
 those of `2026-12-01-ladder10/`; `nsf` on the diamond and Y and the fixed kinds on the ladder
-and random SCMs up to 10 seeds), `2026-12-02-restarts/` (the non-additive chain and triangle
-with three starts of each chosen flow, the default), later folders replacing earlier records of
-the same SCM and method. `2026-12-02-fit-time/` times `auto` with the library's defaults on an
-idle machine, `2026-12-02-fit-time-restarts/` the non-additive SCMs again with the restarts.
+and random SCMs up to 10 seeds), `2026-12-02-restarts/` (the non-additive chain, triangle,
+diamond and Y with three starts of each chosen flow, the default), `2026-12-02-ladder-nsf/`
+(`nsf` on the ladder and random SCMs up to 10 seeds), later folders replacing earlier records
+of the same SCM and method. `2026-12-02-fit-time/` times `auto` with the library's defaults on
+an idle machine, `2026-12-02-fit-time-restarts/` the non-additive SCMs again with the
+restarts, both against DCM's time of an earlier run; `2026-12-02-fit-time-dcm/` against DCM
+fitted in the same run.
 """
 
 
