@@ -62,14 +62,23 @@ DCM_PARAMS = {
 N_TRAIN = 5000
 
 
+def dcm_params(epochs: int | None = None) -> dict:
+    """``DCM_PARAMS`` with ``epochs`` epochs where given."""
+    return dict(DCM_PARAMS, **({} if epochs is None else {"num_epochs": epochs}))
+
+
 def load_dcm(code: Path) -> Callable:
     """DCM's ``create_model_from_graph`` from a checkout of its reference code at ``code``.
 
     Its module imports ``dowhy.gcm.graph.InvertibleFunctionalCausalModel``, which dowhy 0.8 had
-    and dowhy 0.14 keeps in ``dowhy.gcm.causal_mechanisms``: that module stands in for it."""
-    import dowhy.gcm.causal_mechanisms as mechanisms
+    and dowhy 0.14 keeps in ``dowhy.gcm.causal_mechanisms``: where the first is missing, the
+    second stands in for it."""
+    try:
+        from dowhy.gcm.graph import InvertibleFunctionalCausalModel  # noqa: F401
+    except ImportError:
+        import dowhy.gcm.causal_mechanisms as mechanisms
 
-    sys.modules.setdefault("dowhy.gcm.graph", mechanisms)
+        sys.modules["dowhy.gcm.graph"] = mechanisms
     if str(code) not in sys.path:
         sys.path.insert(0, str(code))
     return importlib.import_module("model.diffusion").create_model_from_graph
@@ -83,7 +92,7 @@ def dcm_fit_s(create: Callable, syn, data, seed: int, epochs: int | None = None)
     import pandas as pd
 
     frame = pd.DataFrame({n: data[n].reshape(len(data[n])).cpu().numpy() for n in syn.nodes})
-    params = dict(DCM_PARAMS, **({} if epochs is None else {"num_epochs": epochs}))
+    params = dcm_params(epochs)
     gcm.config.disable_progress_bars()
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -178,12 +187,14 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--seeds must be at least 1 and --first-seed at least 0")
     if args.n_train < 50 or (args.epochs is not None and args.epochs < 1):
         parser.error("--n-train must be at least 50 and --epochs at least 1")
-    for label in args.scm or ():
+    for label in args.scm or DEFAULT_SCMS:
         name, _, variant = label.partition(":")
         try:
-            load_synthetic(name, variant or None)
+            syn = load_synthetic(name, variant or None)
         except DataError as error:
             parser.error(f"--scm {label}: {error}")
+        if args.dcm_code is not None and any(len(s) for s in syn.event_shapes.values()):
+            parser.error(f"--dcm-code: {label} has vector nodes; DCM's code takes scalars")
     dcm = None
     if args.dcm_code is not None:
         if not (args.dcm_code / "model" / "diffusion.py").is_file():
@@ -205,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch": torch.__version__,
         "dcm_fit_s": DCM_FIT_S if dcm is None else "measured",
-        "dcm_params": DCM_PARAMS,
+        "dcm_params": dcm_params(args.epochs),
         "rows": rows,
     }
     if args.out is not None:

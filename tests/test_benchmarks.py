@@ -268,7 +268,7 @@ def test_extrapolation_calibration_rows_and_bad_arguments(tmp_path):
         calibration.main(["--seeds", "0"])
 
 
-def test_fit_time_rows_and_bad_arguments(tmp_path):
+def test_fit_time_rows_and_bad_arguments(tmp_path, monkeypatch):
     from benchmarks import fit_time
 
     out = tmp_path / "t.json"
@@ -287,6 +287,27 @@ def test_fit_time_rows_and_bad_arguments(tmp_path):
     with pytest.raises(SystemExit):
         fit_time.main(["--scm", "dcm-triangle:linear-ish"])
     with pytest.raises(SystemExit):  # no DCM code in the folder: refused before any fit
+        fit_time.main([*argv, "--dcm-code", str(tmp_path)])
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "diffusion.py").write_text("")
+
+    def load_dcm(code):
+        pytest.fail("the vector nodes were not refused first")
+
+    monkeypatch.setattr(fit_time, "load_dcm", load_dcm)
+    with pytest.raises(SystemExit):  # DCM's code takes scalar nodes only
+        fit_time.main(["--scm", "dcm-ladder:nonlinear", "--dcm-code", str(tmp_path)])
+
+
+def test_fit_time_refuses_dcm_without_dowhy(tmp_path, monkeypatch):
+    from benchmarks import fit_time
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "diffusion.py").write_text("")
+    for name in ("dowhy", "dowhy.gcm", "dowhy.gcm.graph", "dowhy.gcm.causal_mechanisms"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing any of them raises ImportError
+    argv = ["--scm", "dcm-triangle:nonlinear", "--n-train", "200", "--epochs", "2"]
+    with pytest.raises(SystemExit):
         fit_time.main([*argv, "--dcm-code", str(tmp_path)])
 
 
@@ -329,3 +350,4 @@ def test_fit_time_fits_dcm_in_the_run(tmp_path, monkeypatch):
     assert row["dcm_measured"] and row["dcm_s"] > 0
     assert row["auto_over_dcm"] == pytest.approx(row["auto_s"] / row["dcm_s"])
     assert row["auto_1_worker_s"] is None and row["selection_cost"] is None
+    assert result["dcm_params"]["num_epochs"] == 2
