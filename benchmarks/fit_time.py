@@ -14,10 +14,10 @@ is fitted three ways, one after the other in this process, so the ratios come fr
 Also printed: each ``auto`` time over DCM's fit time (the issue's target is at most 2). With
 ``--dcm-code DIR`` (a checkout of DCM's reference code, github.com/patrickrchao/
 DiffusionBasedCausalModels, and dowhy installed) DCM is fitted in this run on the same training
-sample with its benchmark's settings (``DCM_PARAMS``: 500 epochs of batches of 64), so the ratio
-compares one run; without it the ratio uses ``DCM_FIT_S``, the ≈ 60 s per SCM of an earlier run
-(``shared/benchmarks/SCMS.md``), which compares machines. Wall seconds (the machine should be
-otherwise idle; torch uses one thread per process, DCM included).
+sample with its benchmark's settings (``dcm_peer.DCM_PARAMS``: 500 epochs of batches of 64),
+so the ratio compares one run; without it the ratio uses ``DCM_FIT_S``, the ≈ 60 s per SCM of an
+earlier run (``shared/benchmarks/SCMS.md``), which compares machines. Wall seconds (the machine
+should be otherwise idle; torch uses one thread per process, DCM included).
 
 Usage: ``python -m benchmarks.fit_time [--seeds 1] [--scm dcm-diamond:nonadditive ...]
 [--dcm-code DIR] [--no-floor] [--out FILE]`` (``--no-floor``: time ``auto`` with the defaults
@@ -27,7 +27,6 @@ only, not with one worker nor the chosen kinds).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -41,52 +40,19 @@ from pyro_scm.datasets import load_synthetic
 from pyro_scm.datasets.true_models import learned_scm
 from pyro_scm.errors import DataError
 
+from .dcm_peer import check_dcm_code, dcm_params, load_dcm
 from .extrapolation_calibration import DEFAULT_SCMS
 
 #: DCM's fit time per SCM in an earlier run on this kind of machine (seconds; ``SCMS.md``,
 #: "Measured here"), the ratio's denominator when DCM is not fitted in the run
 DCM_FIT_S = 60.0
-#: DCM's settings in its benchmark (``all_exp.py`` of its reference code, commit 8f3b577), on CPU
-DCM_PARAMS = {
-    "num_epochs": 500,
-    "lr": 1e-4,
-    "batch_size": 64,
-    "hidden_dim": 64,
-    "use_positional_encoding": False,
-    "weight_decay": 0,
-    "lambda_loss": 0,
-    "clip": False,
-    "verbose": False,
-    "use_gpu_if_available": False,
-}
 N_TRAIN = 5000
-
-
-def dcm_params(epochs: int | None = None) -> dict:
-    """``DCM_PARAMS`` with ``epochs`` epochs where given."""
-    return dict(DCM_PARAMS, **({} if epochs is None else {"num_epochs": epochs}))
-
-
-def load_dcm(code: Path) -> Callable:
-    """DCM's ``create_model_from_graph`` from a checkout of its reference code at ``code``.
-
-    Its module imports ``dowhy.gcm.graph.InvertibleFunctionalCausalModel``, which dowhy 0.8 had
-    and dowhy 0.14 keeps in ``dowhy.gcm.causal_mechanisms``: where the first is missing, the
-    second stands in for it."""
-    try:
-        from dowhy.gcm.graph import InvertibleFunctionalCausalModel  # noqa: F401
-    except ImportError:
-        import dowhy.gcm.causal_mechanisms as mechanisms
-
-        sys.modules["dowhy.gcm.graph"] = mechanisms
-    if str(code) not in sys.path:
-        sys.path.insert(0, str(code))
-    return importlib.import_module("model.diffusion").create_model_from_graph
 
 
 def dcm_fit_s(create: Callable, syn, data, seed: int, epochs: int | None = None) -> float:
     """Wall seconds of ``dowhy.gcm.fit`` of DCM's model (``create``, from :func:`load_dcm`) of
-    ``syn``'s graph on ``data`` (scalar nodes), with ``DCM_PARAMS`` (``epochs``: its epochs)."""
+    ``syn``'s graph on ``data`` (scalar nodes), with ``dcm_peer.DCM_PARAMS`` (``epochs``: its
+    epochs)."""
     import dowhy.gcm as gcm
     import numpy as np
     import pandas as pd
@@ -197,8 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error(f"--dcm-code: {label} has vector nodes; DCM's code takes scalars")
     dcm = None
     if args.dcm_code is not None:
-        if not (args.dcm_code / "model" / "diffusion.py").is_file():
-            parser.error(f"--dcm-code {args.dcm_code}: no model/diffusion.py (DCM's code) there")
+        if (why := check_dcm_code(args.dcm_code)) is not None:
+            parser.error(f"--dcm-code {args.dcm_code}: {why}")
         try:
             dcm = load_dcm(args.dcm_code)
         except ImportError as error:

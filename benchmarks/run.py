@@ -11,7 +11,9 @@ hours on a 2-core CPU).
 Methods: pyro_scm with NSF flow, loc-scale and additive-noise (``anm``) mechanisms, the true
 SCM (additive SCMs: a check on the harness, ~0 counterfactual error), the rank-preserving
 oracle (non-identifiable scalar SCMs: the floor of any flow, from the true equations), and where
-installed ChiRho (over pyro_scm's fitted NSF mechanisms) and DoWhy gcm (ANM). Peers belong to the
+installed ChiRho (over pyro_scm's fitted NSF mechanisms) and DoWhy gcm (ANM); with
+``--dcm-code DIR`` (a checkout of DCM's reference code; dowhy installed) DCM itself, fitted on the
+same samples and asked about the same units (``benchmarks.dcm_peer``). Peers belong to the
 benchmark environment (``.venv-bench``); a missing peer is reported and skipped. Writes
 ``results.json`` and ``results.md`` to ``--out`` (default ``benchmarks/out/run``);
 ``benchmarks/report.py`` turns the JSON into ``docs/benchmarks.md``.
@@ -26,6 +28,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
@@ -33,6 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import torch
 
+from benchmarks.dcm_peer import DCMMethod, check_dcm_code, dcm_params, load_dcm
 from benchmarks.dcm_protocol import Settings, evaluate
 from benchmarks.methods import (
     ChiRhoMethod,
@@ -113,18 +117,25 @@ METHOD_KEYS = {
     "rank-oracle": "rank",
     "chirho[nsf]": "chirho",
     "dowhy-anm": "dowhy",
+    "dcm": "dcm",
 }
 
 
 def make_methods(
-    settings: Settings, peers: dict, syn, only: set[str] | None = None, workers: int | None = None
+    settings: Settings,
+    peers: dict,
+    syn,
+    only: set[str] | None = None,
+    workers: int | None = None,
+    dcm: Callable | None = None,
 ) -> list:
     """The methods run on ``syn`` (true model only for additive SCMs, the rank oracle only for
-    non-identifiable scalar ones; DoWhy scalar nodes only).
+    non-identifiable scalar ones; DoWhy and DCM scalar nodes only).
 
     ``only``: keys of :data:`METHOD_KEYS` to keep (None: all but ``nsf0``, NSF with fit's
     defaults before issue 15). ChiRho reuses the NSF model, so it needs ``nsf`` too.
     ``workers``: processes of ``auto``'s selection (None: the library's default).
+    ``dcm``: DCM's model factory (``dcm_peer.load_dcm``), to run DCM's reference code too.
     """
     fit = {
         "epochs": settings.epochs,
@@ -153,6 +164,8 @@ def make_methods(
         methods.append(ChiRhoMethod(nsf))
     if peers["dowhy"].startswith("ok") and scalar:
         methods.append(DoWhyANMMethod())
+    if dcm is not None and scalar:
+        methods.append(DCMMethod(dcm))
     if only is None:  # the default: everything but the old-defaults reference
         only = set(METHOD_KEYS.values()) - {"nsf0"}
     return [m for m in methods if METHOD_KEYS[m.name] in only]
@@ -185,6 +198,7 @@ def run_dcm(
     log=print,
     only: set[str] | None = None,
     workers: int | None = None,
+    dcm: Callable | None = None,
 ) -> list[dict]:
     """Every (SCM, method, seed) of the mode; one summary record per (SCM, method)."""
     records = []
@@ -192,7 +206,7 @@ def run_dcm(
         syn = load_synthetic(name, variant)
         runs: dict[str, list[dict]] = {}
         for seed in config["seeds"]:
-            for method in make_methods(config["settings"], peers, syn, only, workers):
+            for method in make_methods(config["settings"], peers, syn, only, workers, dcm):
                 start = time.perf_counter()
                 result = evaluate(method, syn, seed, config["settings"])
                 runs.setdefault(method.name, []).append(result)
@@ -417,6 +431,11 @@ def main(argv: list[str] | None = None) -> dict:
         "--methods",
         help=f"comma-separated subset of {', '.join(METHOD_KEYS.values())} (chirho needs nsf)",
     )
+    parser.add_argument(
+        "--dcm-code",
+        type=Path,
+        help="a checkout of DCM's reference code: run DCM too, on the same samples (needs dowhy)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -439,6 +458,21 @@ def main(argv: list[str] | None = None) -> dict:
                 f"--methods takes {', '.join(METHOD_KEYS.values())} (chirho with nsf), "
                 f"got {args.methods!r}"
             )
+    if only is not None and "dcm" in only and args.dcm_code is None:
+        parser.error("--methods dcm needs --dcm-code DIR (a checkout of DCM's reference code)")
+    dcm = None
+    if args.dcm_code is not None:  # refused before any fit
+        for name, variant in config["scms"]:
+            if any(len(s) for s in load_synthetic(name, variant).event_shapes.values()):
+                parser.error(f"--dcm-code: {name}:{variant} has vector nodes; DCM takes scalars")
+        if (why := check_dcm_code(args.dcm_code)) is not None:
+            parser.error(f"--dcm-code {args.dcm_code}: {why}")
+        try:
+            dcm = load_dcm(args.dcm_code)
+        except ImportError as error:
+            parser.error(f"--dcm-code {args.dcm_code}: DCM's code does not import ({error})")
+        if only is not None:
+            only.add("dcm")
     peers = peer_status()
     if args.no_peers:
         peers = dict.fromkeys(peers, "skipped (--no-peers)")
@@ -446,7 +480,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not state.startswith("ok"):
             print(f"peer {name}: {state}; its benchmarks are skipped")
     start = time.perf_counter()
-    records = run_dcm(config, peers, only=only, workers=args.workers)
+    records = run_dcm(config, peers, only=only, workers=args.workers, dcm=dcm)
     result = {
         "mode": f"{mode} (slice)" if narrowed else mode,
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
@@ -455,6 +489,7 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": config["settings"].as_dict(),
         "seeds": config["seeds"],
         "workers": args.workers,
+        "dcm_params": None if dcm is None else dcm_params(),
         "dcm": records,
         "comparison": comparison(records),
     }
