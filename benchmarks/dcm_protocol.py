@@ -8,7 +8,10 @@ descendants (``n_int`` vs ``n_int`` samples per value, mean over values) and cou
 descendant columns and over the first descendant column only (DCM's published variant).
 Methods that flag extrapolated counterfactual units (``last_flags``, pyro_scm's
 :mod:`pyro_scm.extrapolation`) are also scored over the unflagged units (``cf_unflagged``), with
-the share of flagged units (``flagged``).
+the share of flagged units (``flagged``). Given the flags another method raised on the same
+units (``reference``: node -> mask, from ``flags_out`` of its evaluation on the same seed),
+a method is also scored over the units that method did not flag (``cf_reference_unflagged``),
+so a peer's error over our trusted units compares with ours over them.
 """
 
 from __future__ import annotations
@@ -54,8 +57,28 @@ def _cat(values: Values, nodes: list[str]) -> torch.Tensor:
     return torch.cat([values[k].reshape(len(values[k]), -1) for k in nodes], dim=1)
 
 
-def evaluate(method: Method, syn: SyntheticSCM, seed: int, settings: Settings) -> dict:
-    """Fit ``method`` on ``syn`` with ``seed`` and score it; metrics raw (not x100)."""
+def _mse_over(pred: Values, true: Values, keep: torch.Tensor) -> float:
+    """Counterfactual MSE over the units where ``keep`` (0 where none is kept)."""
+    if not bool(keep.any()):
+        return 0.0
+    return counterfactual_mse(
+        {k: v[keep] for k, v in pred.items()}, {k: v[keep] for k, v in true.items()}
+    )
+
+
+def evaluate(
+    method: Method,
+    syn: SyntheticSCM,
+    seed: int,
+    settings: Settings,
+    reference: dict[str, torch.Tensor] | None = None,
+    flags_out: dict[str, torch.Tensor] | None = None,
+) -> dict:
+    """Fit ``method`` on ``syn`` with ``seed`` and score it; metrics raw (not x100).
+
+    ``reference``: node -> ``(units,)`` flags another method raised on this seed's units, to
+    score ``method`` over the others too; ``flags_out``: filled with this method's own flags,
+    node -> ``(units,)``, where it raises any."""
     train = syn.sample(settings.n_train, seed=1000 + seed)
     cpu = time.process_time()
     _, fit_s = timed(method.fit, syn, train, seed)
@@ -100,16 +123,13 @@ def evaluate(method: Method, syn: SyntheticSCM, seed: int, settings: Settings) -
         }
         flags = getattr(method, "last_flags", None)
         if flags is not None:
-            keep = ~flags
             per_node[node]["flagged"] = float(flags.float().mean())
-            per_node[node]["cf_unflagged"] = (
-                counterfactual_mse(
-                    {k: v[keep] for k, v in pred.items()}, {k: v[keep] for k, v in true.items()}
-                )
-                if bool(keep.any())
-                else 0.0
-            )
-    result.update(per_node=per_node, fit_s=fit_s, fit_cpu_s=fit_cpu_s, query_s=query_s)
+            per_node[node]["cf_unflagged"] = _mse_over(pred, true, ~flags)
+            if flags_out is not None:
+                flags_out[node] = flags
+        if reference is not None and node in reference:
+            per_node[node]["cf_reference_unflagged"] = _mse_over(pred, true, ~reference[node])
+    result.update(seed=seed, per_node=per_node, fit_s=fit_s, fit_cpu_s=fit_cpu_s, query_s=query_s)
     if getattr(method, "selection", None):
         result["selection"] = method.selection
     return result

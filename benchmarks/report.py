@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -295,6 +296,11 @@ def render(result: dict) -> str:
         "",
         auto_table(result["dcm"]),
         "",
+    ]
+    paired = paired_table(result["dcm"])
+    if paired:
+        parts += ["## `auto` and DCM on the same units", "", PAIRED, "", paired, ""]
+    parts += [
         READING,
         "## Published medians (DCM's box plots, raw)",
         "",
@@ -338,6 +344,7 @@ def _combine_seeds(results: list[dict]) -> list[dict]:
         for r in res["dcm"]:
             key = (r["scm"], r["variant"], r["method"])
             mine = set(res["seeds"][: r["seeds"]])
+            r = dict(r, runs=_with_seeds(r["runs"], res["seeds"]))
             if key in out and not (seeds[key] & mine):
                 runs = out[key]["runs"] + r["runs"]
                 out[key] = {
@@ -350,6 +357,79 @@ def _combine_seeds(results: list[dict]) -> list[dict]:
             else:
                 out[key], seeds[key] = dict(r), mine
     return list(out.values())
+
+
+def _with_seeds(runs: list[dict], seeds: list[int]) -> list[dict]:
+    """``runs`` (in the order of their slice's ``seeds``), each with its ``seed``."""
+    return [dict(run, seed=run.get("seed", seed)) for run, seed in zip(runs, seeds, strict=False)]
+
+
+PAIRED = """`dcm` is DCM's reference code (commit 8f3b577, its benchmark's settings: 500 epochs,
+T = 100) fitted in this harness (`python -m benchmarks.run --dcm-code DIR`,
+`benchmarks.dcm_peer`): on the same training sample as `auto` and asked about the same
+counterfactual units, seed by seed, so the two columns differ by the method only. `DCM here`
+and the target of the table above come from DCM's own script, on its own samples. Here the
+target is half the better of `dcm` and DoWhy's ANM (the same units too) on identifiable SCMs,
+below both otherwise, over the seeds all three ran; `dcm on auto's unflagged`: DCM's error over
+the units `auto` did not flag (DCM raises no flags), where both ran in one job; `wins`: seeds
+on which `auto`'s error (all units) is below `dcm`'s; `median ratio`: the median over seeds of
+`auto` / `dcm`."""
+
+
+def _paired_cf(runs: dict[int, dict], seeds: list[int], node: str, key: str) -> list[float]:
+    """``key`` (x100) of do(``node``) in the runs of ``seeds`` (seed -> run)."""
+    return [runs[s]["per_node"][node][key] * 100 for s in seeds]
+
+
+REF = "cf_reference_unflagged"
+
+
+def paired_table(records: list[dict]) -> str:
+    """``auto`` against DCM and DoWhy's ANM fitted on the same samples and asked about the same
+    units (records of one SCM with those methods), mean over the seeds all of them ran."""
+    by_key: dict[tuple, dict[str, dict]] = {}
+    for r in records:
+        by_key.setdefault((r["scm"], r["variant"]), {})[r["method"]] = r
+    lines = [
+        "| SCM | do | seeds | auto all (x100) | auto unflagged | dcm | dcm on auto's unflagged "
+        "| ANM | target | met (all / unflagged) | wins | median ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (scm, variant), methods in by_key.items():
+        if not {"pyro_scm-auto", "dcm"} <= set(methods):
+            continue
+        runs = {m: {x.get("seed"): x for x in r["runs"]} for m, r in methods.items()}
+        peers = [m for m in ("dcm", "dowhy-anm") if m in runs]
+        common = set(runs["pyro_scm-auto"]).intersection(*(runs[m] for m in peers))
+        seeds = sorted(common - {None})
+        for node in methods["dcm"]["summary"]["per_node"] if seeds else ():
+            ours = _paired_cf(runs["pyro_scm-auto"], seeds, node, "cf_all")
+            unflagged = _paired_cf(runs["pyro_scm-auto"], seeds, node, "cf_unflagged")
+            dcm = _paired_cf(runs["dcm"], seeds, node, "cf_all")
+            on_ours = (
+                f"{statistics.fmean(_paired_cf(runs['dcm'], seeds, node, REF)):.3f}"
+                if all(REF in runs["dcm"][s]["per_node"][node] for s in seeds)
+                else "–"
+            )
+            anm = (
+                statistics.fmean(_paired_cf(runs["dowhy-anm"], seeds, node, "cf_all"))
+                if "dowhy-anm" in peers
+                else None
+            )
+            best = min(statistics.fmean(dcm), statistics.fmean(dcm) if anm is None else anm)
+            target = best / 2 if methods["dcm"]["identifiable"] else best
+            median = statistics.median(o / d for o, d in zip(ours, dcm, strict=True))
+            wins = sum(o < d for o, d in zip(ours, dcm, strict=True))
+            met = " / ".join(
+                "yes" if statistics.fmean(v) <= target else "no" for v in (ours, unflagged)
+            )
+            lines.append(
+                f"| {scm}[{variant}] | {node} | {len(seeds)} | {statistics.fmean(ours):.3f} | "
+                f"{statistics.fmean(unflagged):.3f} | {statistics.fmean(dcm):.3f} | {on_ours} | "
+                f"{'–' if anm is None else f'{anm:.3f}'} | {target:.3f} | {met} | "
+                f"{wins}/{len(seeds)} | {median:.2f} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 KEPT = re.compile(r"<!-- kept -->.*?<!-- /kept -->\n?", re.S)

@@ -200,15 +200,21 @@ def run_dcm(
     workers: int | None = None,
     dcm: Callable | None = None,
 ) -> list[dict]:
-    """Every (SCM, method, seed) of the mode; one summary record per (SCM, method)."""
+    """Every (SCM, method, seed) of the mode; one summary record per (SCM, method). Methods run
+    after ``auto`` on a seed are also scored over the units it did not flag
+    (``cf_reference_unflagged``)."""
     records = []
     for name, variant in config["scms"]:
         syn = load_synthetic(name, variant)
         runs: dict[str, list[dict]] = {}
         for seed in config["seeds"]:
+            reference: dict | None = None  # the flags of auto, the first method, on this seed
             for method in make_methods(config["settings"], peers, syn, only, workers, dcm):
                 start = time.perf_counter()
-                result = evaluate(method, syn, seed, config["settings"])
+                flags: dict = {}
+                result = evaluate(method, syn, seed, config["settings"], reference, flags)
+                if reference is None and method.name == "pyro_scm-auto":
+                    reference = flags
                 runs.setdefault(method.name, []).append(result)
                 log(f"{syn.label} seed {seed} {method.name}: {time.perf_counter() - start:.1f} s")
         for method_name, results in runs.items():

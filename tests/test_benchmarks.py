@@ -351,3 +351,187 @@ def test_fit_time_fits_dcm_in_the_run(tmp_path, monkeypatch):
     assert row["auto_over_dcm"] == pytest.approx(row["auto_s"] / row["dcm_s"])
     assert row["auto_1_worker_s"] is None and row["selection_cost"] is None
     assert result["dcm_params"]["num_epochs"] == 2
+
+
+def _fake_dcm(tmp_path, monkeypatch, calls: list):
+    """A stand-in for DCM's code (a folder with model/diffusion.py) and for dowhy's gcm, whose
+    counterfactual sets the intervened column and keeps the others: enough to check the wiring."""
+    import types
+
+    import pandas as pd
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "__init__.py").write_text("")
+    (tmp_path / "model" / "diffusion.py").write_text(
+        "def create_model_from_graph(g, params):\n    return (sorted(g.edges), params)\n"
+    )
+
+    def counterfactual_samples(model, interventions, observed_data):
+        (node, fn), out = *interventions.items(), observed_data.copy()
+        out[node] = fn(None)
+        return out
+
+    def interventional_samples(model, interventions, num_samples_to_draw):
+        (fn,) = interventions.values()
+        return pd.DataFrame({c: [fn(None)] * num_samples_to_draw for c in calls[0][1]})
+
+    gcm = types.ModuleType("dowhy.gcm")
+    gcm.fit = lambda model, frame: calls.append((model, list(frame.columns), len(frame)))
+    gcm.config = types.SimpleNamespace(disable_progress_bars=lambda: None)
+    gcm.counterfactual_samples = counterfactual_samples
+    gcm.interventional_samples = interventional_samples
+    gcm.draw_samples = lambda model, n: pd.DataFrame({c: [0.0] * n for c in calls[0][1]})
+    gcm.causal_mechanisms = types.ModuleType("dowhy.gcm.causal_mechanisms")
+    dowhy = types.ModuleType("dowhy")
+    dowhy.gcm = gcm
+    for name, module in (
+        ("dowhy", dowhy),
+        ("dowhy.gcm", gcm),
+        ("dowhy.gcm.causal_mechanisms", gcm.causal_mechanisms),
+    ):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in ("model", "model.diffusion", "dowhy.gcm.graph"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+
+
+def test_dcm_runs_on_the_same_units_as_the_other_methods(tmp_path, monkeypatch):
+    """--dcm-code adds DCM to the run: fitted with its benchmark's settings on the run's training
+    sample, each counterfactual unit answered under its own intervention value."""
+    from benchmarks.dcm_peer import DCMMethod, dcm_params, load_dcm
+
+    calls: list = []
+    _fake_dcm(tmp_path, monkeypatch, calls)
+    try:
+        syn = load_synthetic("dcm-chain", "nonlinear")
+        method = DCMMethod(load_dcm(tmp_path))
+        method.fit(syn, syn.sample(120, seed=0), seed=3)
+        (((edges, params), columns, n),) = calls
+        assert edges == [("x1", "x2"), ("x2", "x3")] and columns == ["x1", "x2", "x3"]
+        assert n == 120 and params == dcm_params() and params["num_epochs"] == 500
+        factual = syn.sample(6, seed=1)
+        values = torch.tensor([0.5, -1.0, 0.5, 2.0, -1.0, 0.5])
+        cf = method.counterfactual(factual, "x2", values)
+        torch.testing.assert_close(cf["x2"], values)
+        torch.testing.assert_close(cf["x1"], factual["x1"].reshape(6))
+        result = run.main(
+            [
+                "--smoke",
+                "--no-speed",
+                "--methods",
+                "dcm",
+                "--dcm-code",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+    finally:
+        for name in ("model", "model.diffusion", "dowhy.gcm.graph"):
+            sys.modules.pop(name, None)
+    assert [r["method"] for r in result["dcm"]] == ["dcm"]
+    assert result["dcm_params"] == dcm_params()
+    assert len(calls) == 2 and calls[1][2] == run.mode_config("smoke")["settings"].n_train
+
+
+def test_dcm_arguments_are_refused_before_any_fit(tmp_path, monkeypatch):
+    from benchmarks import dcm_peer
+
+    def no_fit(*args, **kwargs):
+        pytest.fail("a method was fitted before the arguments were checked")
+
+    monkeypatch.setattr(run, "evaluate", no_fit)
+    argv = ["--smoke", "--no-speed", "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit):  # dcm without its code
+        run.main([*argv, "--methods", "dcm"])
+    with pytest.raises(SystemExit):  # no DCM code in the folder
+        run.main([*argv, "--dcm-code", str(tmp_path)])
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "diffusion.py").write_text("")
+
+    def load_dcm(code):
+        pytest.fail("the vector nodes were not refused first")
+
+    monkeypatch.setattr(run, "load_dcm", load_dcm)
+    with pytest.raises(SystemExit):  # DCM's code takes scalar nodes only
+        run.main([*argv, "--scm", "dcm-ladder:nonlinear", "--dcm-code", str(tmp_path)])
+    monkeypatch.setattr(run, "load_dcm", dcm_peer.load_dcm)
+    for name in ("dowhy", "dowhy.gcm", "dowhy.gcm.graph", "dowhy.gcm.causal_mechanisms"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing any of them raises ImportError
+    with pytest.raises(SystemExit):  # dowhy missing: DCM's code does not import
+        run.main([*argv, "--dcm-code", str(tmp_path)])
+
+
+def test_paired_table_compares_seed_by_seed():
+    """auto and dcm pair by seed (slices merged in any order), over the seeds both ran."""
+
+    def record(method, seeds, values, unflagged=None):
+        runs = [
+            {
+                "per_node": {
+                    "x1": {
+                        "cf_all": v,
+                        "cf_first": v,
+                        **({} if unflagged is None else {"cf_unflagged": u, "flagged": 0.1}),
+                    }
+                },
+                **dict.fromkeys(("obs_mmd", "fit_s", "query_s"), 0.0),
+            }
+            for v, u in zip(values, unflagged or values, strict=True)
+        ]
+        return {
+            "seeds": seeds,
+            "total_s": 1.0,
+            "dcm": [
+                {
+                    "scm": "dcm-chain",
+                    "variant": "nonlinear",
+                    "identifiable": True,
+                    "method": method,
+                    "seeds": len(seeds),
+                    "summary": run.summarise(runs),
+                    "runs": runs,
+                }
+            ],
+            "comparison": [],
+        }
+
+    merged = report.merge(
+        [
+            record("pyro_scm-auto", [0, 1, 2], [0.01, 0.04, 0.03], [0.01, 0.01, 0.02]),
+            record("dcm", [2], [0.01]),
+            record("dcm", [0, 1], [0.02, 0.02]),
+            record("dowhy-anm", [0, 1, 2], [0.10, 0.10, 0.10]),
+        ]
+    )
+    (row,) = report.paired_table(merged["dcm"]).splitlines()[2:]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # auto 1, 4, 3 (mean 2.667) against dcm 2, 2, 1 (mean 1.667): target 1.667 / 2
+    assert cells[:9] == [
+        "dcm-chain[nonlinear]",
+        "x1",
+        "3",
+        "2.667",
+        "1.333",
+        "1.667",
+        "–",  # dcm was not run beside auto: not scored on its unflagged units
+        "10.000",
+        "0.833",
+    ]
+    assert cells[9:] == ["no / no", "1/3", "2.00"]
+    alone = report.merge([record("pyro_scm-auto", [0], [0.01]), record("dcm", [1], [0.02])])
+    assert report.paired_table(alone["dcm"]) == ""  # no seed in common: no table
+
+
+def test_methods_after_auto_are_scored_on_its_unflagged_units():
+    config = run.mode_config("smoke")
+    config["seeds"] = [0]
+    peers = dict.fromkeys(("chirho", "dowhy"), "skipped")
+    records = run.run_dcm(config, peers, log=lambda *a: None, only={"auto", "anm"}, workers=1)
+    by_method = {r["method"]: r["runs"][0]["per_node"] for r in records}
+    for node, ours in by_method["pyro_scm-auto"].items():
+        assert "cf_reference_unflagged" not in ours
+        theirs = by_method["pyro_scm-anm"][node]
+        assert "cf_reference_unflagged" in theirs  # beside its own flags, if it has any
+        if ours["flagged"] == 0:  # nothing flagged: the same units
+            assert theirs["cf_reference_unflagged"] == theirs["cf_all"]
