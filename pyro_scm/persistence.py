@@ -16,6 +16,7 @@ FORMAT_VERSION = 1
 
 def _metadata(scm) -> dict:
     graph = scm.graph
+    mechanisms = graph.graph["mechanisms"]
     return {
         "class": f"{type(scm).__module__}.{type(scm).__qualname__}",
         "nodes": {
@@ -23,6 +24,7 @@ def _metadata(scm) -> dict:
                 "event_shape": list(graph.nodes[n]["event_shape"]),
                 "mechanism": graph.nodes[n]["mechanism"],
                 "parents": sorted(graph.predecessors(n)),
+                "members": getattr(mechanisms[n], "members", 1),
             }
             for n in graph.nodes
         },
@@ -82,6 +84,10 @@ def load(scm, path: str | os.PathLike):
     return scm
 
 
+#: metadata keys that files written before them lack, with the value they imply
+_DEFAULTS = {"members": 1}
+
+
 def _check_metadata(saved: dict, current: dict, path) -> None:
     if saved["class"] != current["class"]:
         raise PersistenceError(f"{path} holds a {saved['class']}, not a {current['class']}")
@@ -91,8 +97,13 @@ def _check_metadata(saved: dict, current: dict, path) -> None:
         )
     for node, info in current["nodes"].items():
         for key, value in info.items():
-            if saved["nodes"][node][key] != value:
+            if saved["nodes"][node].get(key, _DEFAULTS.get(key)) != value:
+                hint = (
+                    " (build the model with members={node: count}, see SCM.from_graph)"
+                    if key == "members"
+                    else ""
+                )
                 raise PersistenceError(
-                    f"node {node!r}: {key} is {saved['nodes'][node][key]} in {path} "
-                    f"but {value} in this model"
+                    f"node {node!r}: {key} is {saved['nodes'][node].get(key)} in {path} "
+                    f"but {value} in this model{hint}"
                 )

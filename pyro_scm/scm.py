@@ -244,6 +244,7 @@ class SCM(nn.Module):
         hidden: Sequence[int] | None = None,
         transforms: int = 3,
         candidates: Sequence[str] = KINDS,
+        members: int | Mapping[str, int] = 1,
     ) -> GraphSCM:
         """An SCM over ``graph`` with a learned mechanism per node, shaped by ``data``.
 
@@ -265,10 +266,17 @@ class SCM(nn.Module):
                 ``locscale``, two for the flows and categorical nodes).
             transforms: number of flow transforms (flows only).
             candidates: the kinds ``"auto"`` chooses from, simplest first.
+            members: loc networks averaged by the ``"anm"`` nodes with parents (an int for all
+                of them, or a dict node -> count): the layout of the ensemble ``auto`` installs
+                (:meth:`~pyro_scm.mechanisms.LocScaleMechanism.ensemble`), so that a saved
+                selected model loads. ``fit`` trains such a node's networks jointly, as one
+                wider network; ``auto`` trains them as independent fits
+                (``scm.fit(data, members=...)``).
 
         Until ``fit`` selects them, ``"auto"`` nodes hold an untrained mechanism of the first
-        candidate kind. To load a saved selected model, build it with the chosen kinds
-        (``mechanism={n: info["kind"] for n, info in scm.selection.items()}``).
+        candidate kind. To load a saved selected model, build it with the chosen kinds and
+        ensemble sizes (``mechanism={n: i["kind"] for n, i in scm.selection.items()}``,
+        ``members={n: i["members"] for n, i in scm.selection.items()}``).
         """
         g.check_acyclic(graph)
         specs = node_specs_from_data(data, categorical)
@@ -289,14 +297,21 @@ class SCM(nn.Module):
             raise MechanismError(
                 f"candidates must be a non-empty sequence of {CANDIDATE_KINDS}, got {candidates!r}"
             )
+        kinds = {
+            n: mechanism.get(n, "auto") if isinstance(mechanism, Mapping) else mechanism
+            for n in order
+        }
+        sizes = _ensemble_sizes(members, kinds, parents)
         mechanisms, auto = {}, []
         for node in order:
-            kind = mechanism.get(node, "auto") if isinstance(mechanism, Mapping) else mechanism
+            kind = kinds[node]
             if isinstance(kind, str) and kind == "auto":
                 auto.append(node)
                 kind = candidates[0]
             context = sum(max(specs[p].event_shape.numel(), 1) for p in parents[node])
-            mechanisms[node] = make_mechanism(kind, node, specs[node], context, hidden, transforms)
+            mechanisms[node] = make_mechanism(
+                kind, node, specs[node], context, hidden, transforms, members=sizes[node]
+            )
         scm = GraphSCM(parents, mechanisms)
         auto = [n for n in auto if specs[n].num_classes is None]
         if auto:
@@ -324,6 +339,33 @@ class SCM(nn.Module):
         return "\n".join([*lines, ")"])
 
 
+def _ensemble_sizes(
+    members: object, kinds: Mapping[str, object], parents: Mapping[str, Sequence[str]]
+) -> dict[str, int]:
+    """Node -> loc networks of its mechanism (``from_graph(members=...)``), checked."""
+
+    def count(value: object, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ArgumentError(f"{where} must be an int >= 1, got {value!r}")
+        return value
+
+    if not isinstance(members, Mapping):
+        n = count(members, "members")
+        return {node: n if kinds[node] == "anm" and parents[node] else 1 for node in kinds}
+    sizes = dict.fromkeys(kinds, 1)
+    for node, value in members.items():
+        if node not in kinds:
+            raise UnknownNodeError(node, list(kinds), "from_graph(members=...)")
+        sizes[node] = count(value, f"members[{node!r}]")
+        if sizes[node] > 1 and not (kinds[node] == "anm" and parents[node]):
+            raise ArgumentError(
+                f"node {node!r}: members={value} is the size of an 'anm' ensemble of a node "
+                f"with parents; it has mechanism {kinds[node]!r} and "
+                f"{len(parents[node])} parents"
+            )
+    return sizes
+
+
 class GraphSCM(SCM):
     """An SCM whose program samples the nodes of a declared graph in topological order.
 
@@ -342,7 +384,7 @@ class GraphSCM(SCM):
     def fit(self, data: object, **kwargs) -> object:
         """Train every mechanism; with ``mechanism="auto"`` nodes pending, select their kinds
         first (:func:`pyro_scm.selection.select_mechanisms`, which also takes ``budget_s``,
-        ``workers`` and ``restarts``)."""
+        ``workers``, ``restarts`` and ``members``)."""
         if self.pending_selection is None:
             return super().fit(data, **kwargs)
         if kwargs.get("trainer") is not None:

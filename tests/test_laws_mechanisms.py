@@ -49,6 +49,12 @@ REGISTRY = {
         "exact",
         True,
     ),
+    "anm-ensemble": Kind(
+        lambda: ps.LocScaleMechanism.learned(3, (2,), (8,), heteroscedastic=False, members=3),
+        ((2,), ()),
+        "exact",
+        True,
+    ),
     "categorical": Kind(
         lambda: ps.CategoricalMechanism(3, context=2, hidden=(8,)),
         ((), ()),

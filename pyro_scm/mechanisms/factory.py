@@ -44,6 +44,7 @@ def make_mechanism(
     context: int,
     hidden: Sequence[int] | None = None,
     transforms: int = 3,
+    members: int = 1,
 ) -> Mechanism:
     """A learned mechanism of the given kind for a node with ``context`` parent features.
 
@@ -51,8 +52,15 @@ def make_mechanism(
     ``"anm"`` (additive Gaussian noise of learned constant scale), or a callable
     ``(node, event_shape, context) -> Mechanism``. Categorical nodes always get a
     :class:`CategoricalMechanism`. ``hidden``: the networks' hidden layer sizes (None: the
-    kind's :data:`DEFAULT_HIDDEN`).
+    kind's :data:`DEFAULT_HIDDEN`). ``members``: loc networks averaged by an ``"anm"`` of a node
+    with parents (the layout of a selected ensemble, :meth:`LocScaleMechanism.ensemble`); other
+    kinds take 1.
     """
+    if members != 1 and kind != "anm":
+        raise ArgumentError(
+            f"node {node!r}: members={members!r} is the size of an 'anm' ensemble; "
+            f"mechanism {kind!r} takes members=1"
+        )
     _check_hidden(hidden)
     if spec.num_classes is not None:
         return CategoricalMechanism(
@@ -77,7 +85,7 @@ def make_mechanism(
         return FlowMechanism(flow, context=context, event_shape=spec.event_shape)
     if kind in ("locscale", "anm"):
         return LocScaleMechanism.learned(
-            context, spec.event_shape, hidden, heteroscedastic=kind == "locscale"
+            context, spec.event_shape, hidden, heteroscedastic=kind == "locscale", members=members
         )
     raise MechanismError(
         f"unknown mechanism {kind!r} for node {node!r}; use 'auto', 'nsf', 'maf', 'locscale', "

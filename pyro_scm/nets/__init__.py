@@ -6,6 +6,6 @@
 - :mod:`.metrics`: the classifier, VAE and autoencoders the image metrics train.
 """
 
-from .mlp import MLP, SOFTPLUS_ONE, Standardizer, positive_scale
+from .mlp import MLP, SOFTPLUS_ONE, Standardizer, positive_scale, positive_scale_inverse
 
-__all__ = ["MLP", "SOFTPLUS_ONE", "Standardizer", "positive_scale"]
+__all__ = ["MLP", "SOFTPLUS_ONE", "Standardizer", "positive_scale", "positive_scale_inverse"]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLP", "Standardizer", "positive_scale"]
+__all__ = ["MLP", "Standardizer", "positive_scale", "positive_scale_inverse"]
 
 SOFTPLUS_ONE = 0.5413248546129181  # softplus(SOFTPLUS_ONE) = 1
 
@@ -19,6 +19,12 @@ def positive_scale(raw: Tensor) -> Tensor:
     A softplus grows linearly where a network extrapolates linearly (an exponential would not).
     """
     return torch.nn.functional.softplus(raw + SOFTPLUS_ONE) + 1e-4
+
+
+def positive_scale_inverse(scale: Tensor) -> Tensor:
+    """The ``raw`` with ``positive_scale(raw) = scale`` (``scale`` above 1e-4; clamped there)."""
+    shifted = (scale - 1e-4).clamp_min(1e-6)
+    return shifted + torch.log(-torch.expm1(-shifted)) - SOFTPLUS_ONE  # log(expm1(s)), stable
 
 
 class MLP(nn.Sequential):
