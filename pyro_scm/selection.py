@@ -24,6 +24,15 @@ errors 1.5 to 3.9 times apart. Where a flow kind is chosen, ``restarts - 1`` mor
 train afterwards on the same split and mini-batches, and the start with the best held-out
 log-likelihood is kept (``docs/accuracy.md``). The kind is chosen on one start each, so the
 restarts never change which kind a node gets, and cost nothing where a regression kind wins.
+
+An additive-noise fit errs off the training support in a direction its initial weights decide,
+and the errors of independent fits partly cancel. Where ``"anm"`` is chosen for a node with
+parents, ``members - 1`` more fits of it train on the same split and mini-batches, and their
+mean f̄ = (1/K) Σ_k f_k is installed (:meth:`LocScaleMechanism.ensemble
+<pyro_scm.mechanisms.LocScaleMechanism.ensemble>`): still an additive-noise mechanism, so
+abduction ε = x − f̄(pa) and the counterfactual x' = x + f̄(pa') − f̄(pa) stay exact. On the
+nonlinear triangle's do(x2) five fits cut the counterfactual error from 1.18 to 1.03 (×100,
+ten seeds; ``docs/accuracy.md``).
 """
 
 from __future__ import annotations
@@ -124,6 +133,7 @@ def select_mechanisms(
     max_decays: int = 3,
     tolerance: float = 2.0,
     restarts: int = 3,
+    members: int = 5,
     budget_s: float | None = None,
     workers: int | None = None,
     seed: int | None = 0,
@@ -156,6 +166,11 @@ def select_mechanisms(
             chosen, ``restarts - 1`` more starts of each chosen flow train (initial weights
             from ``(seed, node, kind, start)``) and the one with the best held-out
             log-likelihood is installed; 1: one start, as the other kinds.
+        members: fits of a chosen additive-noise kind (``"anm"``, on a node with parents) whose
+            mean is installed: after the kinds are chosen, ``members - 1`` more fits of it train
+            (initial weights from ``(seed, node, "anm", start)``, on the same units and
+            mini-batches) and :meth:`LocScaleMechanism.ensemble
+            <pyro_scm.mechanisms.LocScaleMechanism.ensemble>` averages them all; 1: one fit.
         budget_s: stop training after this many seconds (every candidate keeps its best
             weights so far); None: no limit.
         workers: processes that train the candidates side by side (each candidate trains
@@ -167,21 +182,25 @@ def select_mechanisms(
         the history, one row per (epoch, node, kind, start): ``epoch``, ``node``, ``kind``,
         ``start`` (0 for the first start; the restarts' epochs count from 0 again), ``train``,
         ``val``; ``history.attrs["selection"]`` holds node -> ``{"kind", "scores", "se",
-        "start", "starts"}`` (mean held-out log-likelihood per kind of the first starts, in nats
-        per unit, the standard error of the chosen kind's difference to the best, the start
-        installed and the chosen kind's mean held-out log-likelihood per start). The same dict
+        "start", "starts", "members"}`` (mean held-out log-likelihood per kind of the first
+        starts, in nats per unit, the standard error of the chosen kind's difference to the
+        best, the start installed, the chosen kind's mean held-out log-likelihood per start or
+        fit, and the number of fits averaged); an ensemble has ``start`` None and ``"score"``,
+        the ensemble's mean held-out log-likelihood. The same dict
         is each node's ``selection`` attribute in ``scm.graph`` and ``scm.selection``.
         ``attrs["seconds"]`` is the wall time of the training and ``attrs["worker_cpu_s"]`` the
         CPU seconds of each worker process over both rounds (the longest bounds the wall time
         when every worker has a core of its own).
     """
     from .mechanisms.factory import make_mechanism
+    from .mechanisms.locscale import LocScaleMechanism
 
     specs = scm.specs
     kinds = tuple(kinds) if not isinstance(kinds, str) else kinds
     _check(kinds, nodes, specs, epochs, batch_size, val_fraction, tolerance, budget_s)
     check_count("workers", workers, allow_none=True)
     check_count("restarts", restarts)
+    check_count("members", members)
     if lr_decay is not None and not (0 < lr_decay < 1 and max_decays >= 0):
         raise DataError(f"needs 0 < lr_decay < 1 and max_decays >= 0, got {lr_decay}, {max_decays}")
     like = scm._like()
@@ -248,15 +267,15 @@ def select_mechanisms(
             scores = {kind: held_out(f"{node}/{kind}") for kind in kinds}
             summary[node] = _choose(scores, kinds, tolerance)
 
-    # more starts of the chosen flows, on the same split and mini-batches
+    # more starts of the chosen flows and more fits of the chosen ANMs, on the same split and
+    # mini-batches: only the initial weights differ (bootstrap reweighting measured no better)
     more = {}
     over = budget_s is not None and time.perf_counter() - start > budget_s
     for node, info in summary.items():
         kind = info["kind"]
-        if kind not in RESTART_KINDS or over:
-            continue
         features = _features(sites[node][1])
-        for r in range(1, restarts):
+        count = restarts if kind in RESTART_KINDS else members if _ensembles(kind, features) else 1
+        for r in range(1, 1 if over else count):
             with _initial_weights(seed, node, kind, r):
                 cand = make_mechanism(kind, node, specs[node], features, hidden, transforms)
             cand.to(device=like.device, dtype=like.dtype)
@@ -277,9 +296,16 @@ def select_mechanisms(
             # the first start was scored when the kind was chosen
             starts = [info["scores"][info["kind"]]] + [float(held_out(k).mean()) for k in keys[1:]]
             finite = [v if math.isfinite(v) else -math.inf for v in starts]
-            best = max(range(len(keys)), key=finite.__getitem__)
-            info.update(start=owner[keys[best]][2], starts=starts)
-            _install(scm, sites[node][0], candidates[keys[best]], node)
+            if info["kind"] in RESTART_KINDS or len(keys) == 1:
+                best = max(range(len(keys)), key=finite.__getitem__)
+                info.update(start=owner[keys[best]][2], starts=starts, members=1)
+                _install(scm, sites[node][0], candidates[keys[best]], node)
+                continue
+            fits = [candidates[k] for k, v in zip(keys, finite) if math.isfinite(v)]
+            mean = LocScaleMechanism.ensemble(fits, train[node], *sites[node][1])
+            score = float(mean(*val_sites[node][1]).log_prob(val[node]).mean())
+            info.update(start=None, starts=starts, members=len(fits), score=score)
+            _install(scm, sites[node][0], mean, node)
     scm._graph_cache = None
     for node, info in summary.items():
         scm.graph.nodes[node]["selection"] = info
@@ -291,6 +317,11 @@ def select_mechanisms(
     frame.attrs["worker_cpu_s"] = cpu_s
     frame.attrs["budget_hit"] = budget_s is not None and frame.attrs["seconds"] > budget_s
     return frame
+
+
+def _ensembles(kind: str, features: int) -> bool:
+    """Whether a chosen kind gets ``members`` fits averaged: an ANM of a node with parents."""
+    return kind == "anm" and features > 0
 
 
 def _features(parents: tuple) -> int:

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 import pyro_scm as ps
-from pyro_scm.errors import ArgumentError, DataError, MechanismError, UnknownNodeError
+from pyro_scm.errors import (
+    ArgumentError,
+    DataError,
+    MechanismError,
+    PersistenceError,
+    UnknownNodeError,
+)
 from pyro_scm.selection import _choose, select_mechanisms
 
 FAST = {"epochs": 30, "batch_size": 100, "lr": 1e-2, "progress": False}
@@ -31,10 +37,13 @@ def test_auto_picks_anm_for_gaussian_noise_and_a_flow_for_skewed_noise():
     assert chosen["a"] == "anm" and chosen["s"] == "nsf", history.attrs["selection"]
     assert set(history.columns) == {"epoch", "node", "kind", "start", "train", "val"}
     assert set(history[history.node == "s"].kind) == {"anm", "locscale", "nsf"}
-    # the chosen flow got two more starts, the regression kinds none
+    # the chosen flow got two more starts, the chosen ANM of a child four more fits, the root
+    # (nothing to average: its ANM is a constant) none
     assert set(history[(history.node == "s") & (history.kind == "nsf")].start) == {0, 1, 2}
-    assert set(history[history.node != "s"].start) == {0}
-    assert len(scm.selection["s"]["starts"]) == 3 and len(scm.selection["a"]["starts"]) == 1
+    assert set(history[(history.node == "a") & (history.kind == "anm")].start) == set(range(5))
+    assert set(history[history.node == "x"].start) == {0}
+    assert len(scm.selection["s"]["starts"]) == 3 and len(scm.selection["a"]["starts"]) == 5
+    assert scm.selection["a"]["members"] == 5 and scm.selection["x"]["members"] == 1
     info = scm.graph.nodes["s"]["selection"]
     assert info["scores"]["nsf"] > info["scores"]["anm"] + 0.1
     assert scm.graph.nodes["a"]["mechanism"] == "anm"
@@ -252,3 +261,140 @@ def test_no_restarts_once_the_budget_is_spent():
     scm = ps.SCM.from_graph(nx.DiGraph([("x", "s")]), frame, hidden=(8,), transforms=1)
     history = scm.fit(frame, budget_s=1e-6, **FAST)
     assert set(history.start) == {0} and all(len(i["starts"]) == 1 for i in scm.selection.values())
+
+
+def _additive(n=1200, seed=0):
+    frame = _frame(n, seed)[["x", "a"]]
+    return frame, nx.DiGraph([("x", "a")])
+
+
+def test_an_anm_ensemble_averages_the_members_fits():
+    frame, graph = _additive()
+    fast = {**FAST, "workers": 1}
+    one = ps.SCM.from_graph(graph, frame, hidden=(16,))
+    h1 = one.fit(frame, members=1, **fast)
+    three = ps.SCM.from_graph(graph, frame, hidden=(16,))
+    h3 = three.fit(frame, members=3, **fast)
+    info, single = three.selection["a"], one.selection["a"]
+    assert info["kind"] == single["kind"] == "anm" and info["members"] == 3
+    assert single["members"] == 1 and single["start"] == 0 and "score" not in single
+    assert info["start"] is None and len(set(info["starts"])) == 3  # the fits differ
+    mechanism = three.mechanisms[three.order.index("a")]
+    assert isinstance(mechanism, ps.LocScaleMechanism) and mechanism.members == 3
+    assert mechanism.kind == "anm" and mechanism.fitted and not mechanism.training
+    assert three.graph.nodes["a"]["mechanism"] == "anm"
+    # the first fit trains exactly as without members (same split, batches and weights)
+    rows = (h3.node == "a") & (h3.kind == "anm") & (h3.start == 0)
+    reference = h1[(h1.node == "a") & (h1.kind == "anm")][["train", "val"]].to_numpy()
+    assert (h3[rows][["train", "val"]].to_numpy() == reference).all()
+    # the recorded score is the ensemble's held-out log-likelihood (first tenth of the split)
+    perm = torch.randperm(len(frame), generator=torch.Generator().manual_seed(0))[:120]
+    x, a = (torch.tensor(frame[c].to_numpy(), dtype=torch.float32)[perm] for c in "xa")
+    with torch.no_grad():
+        lp = mechanism(x).log_prob(a).mean()
+    assert abs(float(lp) - info["score"]) < 1e-4
+    # off the training support the mean errs less than its members do on average (the
+    # members' errors partly cancel), and member 0 is the single fit
+    far = torch.linspace(2.5, 3.5, 50)
+    with torch.no_grad():
+        nets = mechanism.loc.nets
+        assert torch.equal(nets[0](far), one.mechanisms[one.order.index("a")].loc(far))
+        members = torch.stack([(net(far) - torch.tanh(far)).square().mean() for net in nets])
+        error = (mechanism(far).generate(torch.zeros(50)) - torch.tanh(far)).square().mean()
+    assert error < members.mean() and members.std() > 0, (error, members)
+    # the same with two workers (each fit's initial weights are seeded by its start)
+    two = ps.SCM.from_graph(graph, frame, hidden=(16,))
+    two.fit(frame, members=3, **{**fast, "workers": 2})
+    assert two.selection["a"]["starts"] == info["starts"]
+    assert all(torch.equal(v, two.state_dict()[k]) for k, v in three.state_dict().items())
+
+
+def test_an_ensembles_counterfactual_is_the_mean_of_its_members_counterfactuals():
+    g = torch.Generator().manual_seed(1)
+    fits = [ps.LocScaleMechanism.learned(2, (), (8,), heteroscedastic=False) for _ in range(4)]
+    x, y = torch.randn(200, 1, generator=g), torch.randn(200, generator=g)
+    value = torch.sin(3 * x[:, 0]) + y + 0.1 * torch.randn(200, generator=g)
+    for f in fits:
+        f.prepare(value, x, y)
+    mean = ps.LocScaleMechanism.ensemble(fits, value, x, y)
+    x_cf = torch.randn(200, 1, generator=g)
+
+    def counterfactual(m):
+        with torch.no_grad():
+            return m(x_cf, y).generate(m(x, y).abduct(value))
+
+    members = torch.stack([counterfactual(f) for f in fits]).mean(0)
+    assert torch.allclose(counterfactual(mean), members, atol=1e-5)
+    # the scale is the root mean square residual of the mean
+    with torch.no_grad():
+        loc = torch.stack([f(x, y).generate(torch.zeros(200)) for f in fits]).mean(0)
+        sigma = mean(x, y).generate(torch.ones(200)) - loc
+    assert torch.allclose(sigma, (value - loc).square().mean().sqrt().expand(200), atol=1e-4)
+    assert not mean.fitted  # its members were not fitted
+    assert ps.LocScaleMechanism.ensemble([f.mark_fitted() for f in fits], value, x, y).fitted
+
+
+@pytest.mark.parametrize(
+    "fits",
+    [
+        [],
+        [ps.LocScaleMechanism.learned(2, (), (8,))],  # heteroscedastic: not an ANM
+        [ps.LocScaleMechanism.learned(0, (), (8,), heteroscedastic=False)],  # a root
+        [ps.LocScaleMechanism(loc=lambda a: a)],
+        [
+            ps.LocScaleMechanism.learned(2, (), (8,), heteroscedastic=False),
+            ps.LocScaleMechanism.learned(3, (), (8,), heteroscedastic=False),
+        ],
+    ],
+)
+def test_an_ensemble_needs_anms_of_one_layout(fits):
+    with pytest.raises(MechanismError):
+        ps.LocScaleMechanism.ensemble(fits, torch.zeros(5), torch.zeros(5, 2))
+
+
+@pytest.mark.parametrize("members", [0, 1.5, True, "3"])
+def test_members_must_be_a_positive_int(members):
+    frame, graph = _additive(300)
+    scm = ps.SCM.from_graph(graph, frame)
+    with pytest.raises(ArgumentError, match="members"):
+        scm.fit(frame, members=members, **FAST)
+    assert scm.pending_selection is not None  # nothing ran
+    with pytest.raises(ArgumentError, match="members"):
+        ps.SCM.from_graph(graph, frame, mechanism="anm", members=members)
+    with pytest.raises(ArgumentError, match="members"):
+        ps.LocScaleMechanism.learned(1, (), (8,), heteroscedastic=False, members=members)
+
+
+def test_bad_ensemble_layouts_in_from_graph():
+    frame, graph = _additive(300)
+    with pytest.raises(UnknownNodeError):
+        ps.SCM.from_graph(graph, frame, mechanism="anm", members={"zz": 2})
+    with pytest.raises(ArgumentError, match="'x'"):  # a root has no loc network to average
+        ps.SCM.from_graph(graph, frame, mechanism="anm", members={"x": 2})
+    with pytest.raises(ArgumentError, match="'a'"):
+        ps.SCM.from_graph(graph, frame, mechanism={"a": "nsf"}, members={"a": 2})
+    with pytest.raises(ArgumentError, match="members"):
+        ps.LocScaleMechanism.learned(0, (), (8,), heteroscedastic=False, members=2)
+    # an int applies to the ANMs with parents only
+    scm = ps.SCM.from_graph(graph, frame, mechanism="anm", members=3, hidden=(8,))
+    assert [m.members for m in scm.mechanisms] == [1, 3]
+
+
+def test_a_saved_ensemble_loads_into_a_model_built_with_its_members(tmp_path):
+    frame, graph = _additive(600)
+    scm = ps.SCM.from_graph(graph, frame, hidden=(16,))
+    scm.fit(frame, members=3, **FAST)
+    path = tmp_path / "selected.pt"
+    scm.save(path)
+    kinds = {n: i["kind"] for n, i in scm.selection.items()}
+    members = {n: i["members"] for n, i in scm.selection.items()}
+    again = ps.SCM.from_graph(graph, frame, mechanism=kinds, members=members, hidden=(16,))
+    again.load(path)
+    factual = {"x": torch.randn(20), "a": torch.randn(20)}
+    assert torch.equal(
+        scm.counterfactual(factual, do={"x": 1.0})["a"],
+        again.counterfactual(factual, do={"x": 1.0})["a"],
+    )
+    plain = ps.SCM.from_graph(graph, frame, mechanism=kinds, hidden=(16,))
+    with pytest.raises(PersistenceError, match=r"'a': members is 3 .* but 1"):
+        plain.load(path)
