@@ -70,6 +70,10 @@ nonlinear and non-additive chain and triangle rows come from `2026-12-04-paired/
 was fitted in the same job: their errors and flags are those of the earlier records, seed for
 seed, and their fit times those of the current library with one worker (`auto`'s CPU time
 0.46–0.72x DCM's on the nonlinear SCMs, 1.05–1.93x on the non-additive ones). The
+`auto` rows of the nonlinear SCMs (chain, triangle, diamond, Y, ladder, random) come from
+`2026-12-05-ensemble/`, the default `members=5` (each chosen `anm` node with parents the mean of
+five fits), on the same samples, splits and units: with the defaults and two workers the fit
+takes 0.53–0.92x DCM's there (`fit_time.json`, DCM fitted in the same run). The
 records and the library version of each row are listed in the `benchmarks/runs/*/README.md`
 files named under "Reproduce"."""
 
@@ -185,6 +189,8 @@ fitted in the same run. `2026-12-04-paired/` fits DCM's reference code beside `a
 job (`--methods auto,dcm --dcm-code DIR`, a checkout of
 github.com/patrickrchao/DiffusionBasedCausalModels at 8f3b577 and dowhy installed): the
 nonlinear and non-additive chain and triangle, seeds 0–9, one job per seed.
+`2026-12-05-ensemble/` refits `auto` with `members=5` on the nonlinear SCMs, seeds 0–9, one
+job per seed (`--methods auto`), replacing their earlier `auto` records.
 """
 
 
