@@ -88,7 +88,8 @@ def fit(
         weight_decay: Adam's weight decay.
         val_fraction: share of units held out for validation (0 disables early stopping).
         patience: epochs without improvement before a mechanism stops (or, with ``lr_decay``,
-            before its learning rate is multiplied by ``lr_decay``).
+            before its learning rate is multiplied by ``lr_decay``); a mechanism's
+            ``min_patience`` raises it for that mechanism (20 for a diffusion mechanism).
         lr_decay: reduce-on-plateau factor in (0, 1), per mechanism; None keeps ``lr`` fixed (and
             a mechanism stops at its first plateau).
         max_decays: with ``lr_decay``, the plateaus a mechanism decays on; it stops at the next.
@@ -207,7 +208,11 @@ class _EarlyStopping:
         lr_decay: float | None = None,
         max_decays: int = 0,
     ):
-        self.mechanisms, self.patience = mechanisms, patience
+        self.mechanisms = mechanisms
+        # per mechanism: a noisy loss (diffusion) asks for more patience (Mechanism.min_patience)
+        self.patience = {
+            k: max(patience, getattr(m, "min_patience", 0)) for k, m in mechanisms.items()
+        }
         self.optimizer, self.lr_decay = optimizer, lr_decay
         self.active = list(mechanisms)
         self.best = dict.fromkeys(mechanisms, math.inf)
@@ -239,7 +244,7 @@ class _EarlyStopping:
             self.state[node] = copy.deepcopy(self.mechanisms[node].state_dict())
         else:
             self.wait[node] += 1
-            if self.wait[node] < self.patience:
+            if self.wait[node] < self.patience[node]:
                 return
             if self.decays_left[node] > 0:
                 self.decays_left[node] -= 1

@@ -258,8 +258,9 @@ class SCM(nn.Module):
             data: a DataFrame or dict node -> ``(units, *event)``.
             mechanism: ``"auto"`` (the default: :func:`~pyro_scm.selection.select_mechanisms`
                 picks a kind per node at ``fit``), ``"nsf"``, ``"maf"``, ``"locscale"``,
-                ``"anm"``, a callable ``(node, event_shape, context) -> Mechanism``, or a dict
-                node -> one of these (a node missing from the dict is ``"auto"``).
+                ``"anm"``, ``"diffusion"`` (scalar and vector nodes), a callable
+                ``(node, event_shape, context) -> Mechanism``, or a dict node -> one of these
+                (a node missing from the dict is ``"auto"``).
             categorical: node -> number of classes, for categorical nodes given as class indices.
             hidden: hidden layer sizes of the networks (None: per kind,
                 :data:`~pyro_scm.builders.DEFAULT_HIDDEN`: three layers of 64 for ``anm`` and

@@ -158,9 +158,14 @@ class Mechanism(nn.Module):
 
     Attributes:
         event_shape: the node's event shape; ``()`` for a scalar node.
+        min_patience: the fewest epochs without a better validation loss after which ``fit``
+            decays this mechanism's learning rate or stops it, whatever its ``patience``: a
+            mechanism whose loss is a noisy estimate (a diffusion model's denoising loss) needs
+            more than a likelihood does.
     """
 
     event_shape: torch.Size = torch.Size()
+    min_patience: int = 0
     _fitted: bool = False
 
     def __init__(self) -> None:

@@ -28,8 +28,12 @@ DEFAULT_HIDDEN: dict[str, tuple[int, ...]] = {
     "locscale": LOCSCALE_HIDDEN,
     "nsf": (64, 64),
     "maf": (64, 64),
+    "diffusion": (64, 64),
     "categorical": (64, 64),
 }
+
+#: The diffusion kind's schedule: T = 100 steps, β linear from 1e-4 to 0.1 (DCM's settings).
+DIFFUSION_TIMESTEPS, DIFFUSION_BETA_END = 100, 0.1
 
 
 def default_hidden(kind: str) -> tuple[int, ...]:
@@ -49,7 +53,10 @@ def make_mechanism(
     """A learned mechanism of the given kind for a node with ``context`` parent features.
 
     Kinds: ``"nsf"`` and ``"maf"`` (zuko flows), ``"locscale"`` (heteroscedastic Gaussian),
-    ``"anm"`` (additive Gaussian noise of learned constant scale), or a callable
+    ``"anm"`` (additive Gaussian noise of learned constant scale), ``"diffusion"`` (a
+    :class:`~pyro_scm.mechanisms.DiffusionMechanism` with a conditional
+    :class:`~pyro_scm.nets.diffusion.TimeMLP` ε-network, T = 100, β linear 1e-4 to 0.1 as DCM;
+    scalar and vector nodes), or a callable
     ``(node, event_shape, context) -> Mechanism``. Categorical nodes always get a
     :class:`CategoricalMechanism`. ``hidden``: the networks' hidden layer sizes (None: the
     kind's :data:`DEFAULT_HIDDEN`). ``members``: loc networks averaged by an ``"anm"`` of a node
@@ -83,13 +90,38 @@ def make_mechanism(
             features=features, context=context, transforms=transforms, hidden_features=hidden
         )
         return FlowMechanism(flow, context=context, event_shape=spec.event_shape)
+    if kind == "diffusion":
+        return _diffusion(node, spec, features, context, hidden)
     if kind in ("locscale", "anm"):
         return LocScaleMechanism.learned(
             context, spec.event_shape, hidden, heteroscedastic=kind == "locscale", members=members
         )
     raise MechanismError(
         f"unknown mechanism {kind!r} for node {node!r}; use 'auto', 'nsf', 'maf', 'locscale', "
-        "'anm' or a callable"
+        "'anm', 'diffusion' or a callable"
+    )
+
+
+def _diffusion(
+    node: str, spec: NodeSpec, features: int, context: int, hidden: Sequence[int]
+) -> Mechanism:
+    """The ``"diffusion"`` kind: a conditional MLP ε-network over a scalar or vector node."""
+    from ..nets.diffusion import TimeMLP
+    from .diffusion import DiffusionMechanism
+
+    if len(spec.event_shape) > 1:
+        raise MechanismError(
+            f"mechanism 'diffusion' of node {node!r} takes scalar and vector nodes; its event "
+            f"shape is {tuple(spec.event_shape)} (build a DiffusionMechanism with an image "
+            "network, pyro_scm.nets.diffusion.UNet, and pass it as a callable)"
+        )
+    net = TimeMLP(features, context=context, hidden=tuple(hidden))
+    return DiffusionMechanism(
+        net,
+        spec.event_shape,
+        context=context,
+        timesteps=DIFFUSION_TIMESTEPS,
+        beta_end=DIFFUSION_BETA_END,
     )
 
 

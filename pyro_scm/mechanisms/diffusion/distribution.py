@@ -16,7 +16,13 @@ from ..base import MechanismDistribution
 if TYPE_CHECKING:
     from .mechanism import DiffusionMechanism
 
-__all__ = ["DiffusionDistribution"]
+__all__ = ["VALIDATION_DRAWS", "VALIDATION_SEED", "DiffusionDistribution"]
+
+#: seed of the timesteps and noise of the validation loss (eval mode;
+#: :meth:`DiffusionDistribution.loss`).
+VALIDATION_SEED = 20221
+#: draws of (t, ε) per unit in the validation loss of events of at most 64 features.
+VALIDATION_DRAWS = 8
 
 
 class DiffusionDistribution(MechanismDistribution, dist.TorchDistribution):
@@ -80,13 +86,31 @@ class DiffusionDistribution(MechanismDistribution, dist.TorchDistribution):
         return u.reshape(*batch, *self.event_shape)
 
     def loss(self, x: Tensor) -> Tensor:
-        """DDPM loss per unit (Eq. 1), ``(*batch,)``, plus -log p_φ(pa | x_t, t) if guided."""
+        """DDPM loss per unit (Eq. 1), ``(*batch,)``, plus -log p_φ(pa | x_t, t) if guided.
+
+        In training mode t and ε are one fresh draw of the global RNG per unit. In eval mode
+        (validation) each unit gets :data:`VALIDATION_DRAWS` draws (one for events of more than
+        64 features), their t stratified over the T steps, all from a generator seeded with
+        :data:`VALIDATION_SEED`, and the loss is their mean: the same units get the same t and
+        ε at every evaluation, so the validation loss changes only with the weights and early
+        stopping on it compares models, not noise draws."""
         m = self.mechanism
         z, c_std, c, batch = self._flat(x)
         n = z.shape[0]
-        t = torch.randint(0, m.timesteps, (n,), device=z.device)
+        if m.training:
+            draws, gen = 1, None
+            t = torch.randint(0, m.timesteps, (n,), device=z.device)
+        else:
+            draws = VALIDATION_DRAWS if z[0].numel() <= 64 else 1
+            gen = torch.Generator(device=z.device).manual_seed(VALIDATION_SEED)
+            strata = torch.arange(draws, device=z.device, dtype=z.dtype).unsqueeze(-1)
+            position = strata + torch.rand(draws, n, device=z.device, dtype=z.dtype, generator=gen)
+            t = (position * m.timesteps / draws).long().clamp(max=m.timesteps - 1).flatten()
+            z = z.repeat(draws, *[1] * (z.dim() - 1))
+            c_std = None if c_std is None else c_std.repeat(draws, 1)
+            c = None if c is None else c.repeat(draws, 1)
         abar = m.alphas_cumprod[t].reshape(-1, *[1] * len(m.net_event))
-        eps = torch.randn_like(z)
+        eps = torch.randn(z.shape, dtype=z.dtype, device=z.device, generator=gen)
         xt = abar.sqrt() * z + (1 - abar).sqrt() * eps
         tf = t.to(z.dtype)
         eps_hat = m.eps(xt, tf, c_std)
@@ -99,7 +123,7 @@ class DiffusionDistribution(MechanismDistribution, dist.TorchDistribution):
             err = err * (1 - abar.flatten())
         if m.predictor is not None:
             err = err - m.log_predictor(xt, tf, self._target(c_std, c))
-        return err.reshape(batch)
+        return err.reshape(draws, n).mean(0).reshape(batch)
 
     def log_prob(self, x: Tensor) -> Tensor:
         raise MechanismError(
