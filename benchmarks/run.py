@@ -113,6 +113,7 @@ METHOD_KEYS = {
     "pyro_scm-nsf": "nsf",
     "pyro_scm-locscale": "locscale",
     "pyro_scm-anm": "anm",
+    "pyro_scm-diffusion": "diffusion",
     "true-scm": "true",
     "rank-oracle": "rank",
     "chirho[nsf]": "chirho",
@@ -133,7 +134,8 @@ def make_methods(
     non-identifiable scalar ones; DoWhy and DCM scalar nodes only).
 
     ``only``: keys of :data:`METHOD_KEYS` to keep (None: all but ``nsf0``, NSF with fit's
-    defaults before issue 15). ChiRho reuses the NSF model, so it needs ``nsf`` too.
+    defaults before issue 15, and ``diffusion``, the fixed diffusion kind on every node).
+    ChiRho reuses the NSF model, so it needs ``nsf`` too.
     ``workers``: processes of ``auto``'s selection (None: the library's default).
     ``dcm``: DCM's model factory (``dcm_peer.load_dcm``), to run DCM's reference code too.
     """
@@ -154,6 +156,8 @@ def make_methods(
         nsf,
         PyroSCMMethod("locscale", fit_kwargs=fit, hidden=settings.hidden),
         PyroSCMMethod("anm", fit_kwargs=fit, hidden=settings.hidden),
+        # DCM's model class in pyro_scm: a conditional MLP ε-network per node (T = 100)
+        PyroSCMMethod("diffusion", fit_kwargs=fit, hidden=settings.hidden),
     ]
     scalar = not any(len(s) for s in syn.event_shapes.values())
     if syn.is_additive:
@@ -166,8 +170,8 @@ def make_methods(
         methods.append(DoWhyANMMethod())
     if dcm is not None and scalar:
         methods.append(DCMMethod(dcm))
-    if only is None:  # the default: everything but the old-defaults reference
-        only = set(METHOD_KEYS.values()) - {"nsf0"}
+    if only is None:  # the default: everything but the old-defaults reference and diffusion
+        only = set(METHOD_KEYS.values()) - {"nsf0", "diffusion"}
     return [m for m in methods if METHOD_KEYS[m.name] in only]
 
 
