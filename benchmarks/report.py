@@ -43,8 +43,11 @@ data exactly, so its error is the floor of any flow there (`docs/accuracy.md`).
 
 Methods: `pyro_scm-nsf` (neural spline flows with affine tails), `pyro_scm-locscale`
 (heteroscedastic Gaussian, MLP loc and scale), `pyro_scm-anm` (MLP loc, constant learned scale:
-`mechanism="anm"`), all trained with Adam, per-mechanism learning-rate decay on plateaus and
-early stopping (`lr_decay`, `patience` in the settings below).
+`mechanism="anm"`), `pyro_scm-diffusion` (`mechanism="diffusion"`, DCM's model class: a
+conditional MLP ε-network per node, T = 100, β linear 1e-4 to 0.1, 100 DDIM steps; the
+non-additive chain, triangle, diamond and Y only), all trained with Adam, per-mechanism
+learning-rate decay on plateaus and early stopping (`lr_decay`, `patience` in the settings
+below; a diffusion mechanism waits at least 20 epochs, `Mechanism.min_patience`).
 
 Peers: {peers}. ChiRho runs its `MultiWorldCounterfactual` handlers over pyro_scm's fitted NSF
 mechanisms (same numbers, different machinery); DoWhy gcm fits its own additive-noise models
@@ -131,6 +134,17 @@ READING = """### Reading the table
   the best held-out likelihood (the default since `2026-12-02-restarts/`), took the triangle's
   do(x1) from 22.3 to 19.3 on the same seeds and its do(x2) from 80.5 to 74.7 (better on 6 of
   10 seeds, one seed from 161 to 265).
+- `pyro_scm-diffusion` (`2026-12-05-diffusion/`, the same samples and units as `auto`'s
+  records) is DCM's model class in pyro_scm. On the non-additive triangle it does what no flow
+  did: do(x2) 18.4 over 10 seeds against `auto`'s 74.7 and DCM's 25.0 (better than `auto` on
+  every seed), do(x1) 18.3 against 19.3. On the Y it is at or below the flow's floor (26.1 /
+  57.2 / 75.0 against 27.2 / 58.5 / 79.3 for `auto`), and on the chain's do(x1) it moves 108.1
+  to 107.3. But the chain's do(x2) is 9x `auto`'s (0.83 against 0.094) and the diamond's do(x1)
+  and do(x2) 1.9x and 3.7x (5.70 and 15.9 against 2.97 and 4.34): which flexible class
+  extrapolates better changes from SCM to SCM. The held-out likelihood cannot choose between
+  them: on the triangle's x3 the flow scored 0.77 and 0.81 nats per unit above the diffusion
+  (a lab fit of two seeds) while its counterfactuals were 2.7x and 8.3x worse, so `auto` keeps
+  the flow (`docs/accuracy.md`).
 - `rank-oracle` rows are the floor of any flow on the non-additive SCMs: `auto` is within 6% of
   it on the chain's do(x1) and the Y's three interventions, and DCM's 102.6 on the chain's
   do(x1) lies below it (a misfit that happens to help); the triangle's do(x2), 74.7 against 10.9
@@ -191,6 +205,8 @@ github.com/patrickrchao/DiffusionBasedCausalModels at 8f3b577 and dowhy installe
 nonlinear and non-additive chain and triangle, seeds 0–9, one job per seed.
 `2026-12-05-ensemble/` refits `auto` with `members=5` on the nonlinear SCMs, seeds 0–9, one
 job per seed (`--methods auto`), replacing their earlier `auto` records.
+`2026-12-05-diffusion/` fits the fixed `diffusion` kind on the non-additive chain, triangle,
+diamond and Y, seeds 0–9, one job per seed (`--methods diffusion`).
 """
 
 
