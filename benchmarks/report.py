@@ -45,7 +45,7 @@ Methods: `pyro_scm-nsf` (neural spline flows with affine tails), `pyro_scm-locsc
 (heteroscedastic Gaussian, MLP loc and scale), `pyro_scm-anm` (MLP loc, constant learned scale:
 `mechanism="anm"`), `pyro_scm-diffusion` (`mechanism="diffusion"`, DCM's model class: a
 conditional MLP ε-network per node, T = 100, β linear 1e-4 to 0.1, 100 DDIM steps; the
-non-additive chain, triangle, diamond and Y only), all trained with Adam, per-mechanism
+non-additive SCMs only), all trained with Adam, per-mechanism
 learning-rate decay on plateaus and early stopping (`lr_decay`, `patience` in the settings
 below; a diffusion mechanism waits at least 20 epochs, `Mechanism.min_patience`).
 
@@ -140,7 +140,8 @@ READING = """### Reading the table
   every seed), do(x1) 18.3 against 19.3. On the Y it is at or below the flow's floor (26.1 /
   57.2 / 75.0 against 27.2 / 58.5 / 79.3 for `auto`), and on the chain's do(x1) it moves 108.1
   to 107.3. But the chain's do(x2) is 9x `auto`'s (0.83 against 0.094) and the diamond's do(x1)
-  and do(x2) 1.9x and 3.7x (5.70 and 15.9 against 2.97 and 4.34): which flexible class
+  and do(x2) 1.9x and 3.7x (5.70 and 15.9 against 2.97 and 4.34), and the ladder's do(x2)
+  1.3x (55.3 against 41.2): which flexible class
   extrapolates better changes from SCM to SCM. The held-out likelihood cannot choose between
   them: on the triangle's x3 the flow scored 0.77 and 0.81 nats per unit above the diffusion
   (a lab fit of two seeds) while its counterfactuals were 2.7x and 8.3x worse, so `auto` keeps
@@ -206,7 +207,7 @@ nonlinear and non-additive chain and triangle, seeds 0–9, one job per seed.
 `2026-12-05-ensemble/` refits `auto` with `members=5` on the nonlinear SCMs, seeds 0–9, one
 job per seed (`--methods auto`), replacing their earlier `auto` records.
 `2026-12-05-diffusion/` fits the fixed `diffusion` kind on the non-additive chain, triangle,
-diamond and Y, seeds 0–9, one job per seed (`--methods diffusion`).
+diamond, Y, ladder and random SCMs, seeds 0–9, one job per seed (`--methods diffusion`).
 """
 
 
