@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -22,9 +21,6 @@ import pyro_scm as ps
 from pyro_scm.datasets import intervention_values, load_synthetic
 from pyro_scm.mechanisms.diffusion import DiffusionMechanism, sampling_steps
 from pyro_scm.metrics import counterfactual_mse
-
-sys.path.insert(0, str(Path(__file__).parent))
-from diffusion_dcm import diffusion_factory
 
 
 class GaussianOptimal(nn.Module):
@@ -63,7 +59,7 @@ def main() -> None:
 
     truth = load_synthetic("dcm-triangle", "nonlinear")
     data = truth.sample(args.n, seed=0)
-    scm = ps.from_graph(truth.graph, data, diffusion_factory((64, 64), 100, 0.1))
+    scm = ps.from_graph(truth.graph, data, "diffusion", hidden=(64, 64))
     scm.fit(
         data,
         epochs=args.epochs,

@@ -453,9 +453,7 @@ def test_validation_loss_draws_are_fixed_and_leave_the_global_rng_alone():
     torch.testing.assert_close(a, b)
     assert torch.equal(torch.get_rng_state(), state)
     assert a.shape == (40,)
-    # the mean over VALIDATION_DRAWS draws per unit: the same as averaging single-draw losses
-    # of the units repeated, with t stratified over the steps
-    assert VALIDATION_DRAWS > 1
+    assert VALIDATION_DRAWS > 1  # several draws per unit (their effect: the next test)
     m.train()
     torch.manual_seed(0)
     c = m(pa).loss(x)
