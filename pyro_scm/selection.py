@@ -33,6 +33,24 @@ mean f̄ = (1/K) Σ_k f_k is installed (:meth:`LocScaleMechanism.ensemble
 abduction ε = x − f̄(pa) and the counterfactual x' = x + f̄(pa') − f̄(pa) stay exact. On the
 nonlinear triangle's do(x2) five fits cut the counterfactual error from 1.18 to 1.03 (×100,
 ten seeds; ``docs/accuracy.md``).
+
+Where the starts of a chosen flow disagree about counterfactuals, the flow's answer is decided
+by its initial weights rather than by the data, however well it fits the density. Each kind's
+**counterfactual spread** measures it: the held-out units are abducted at their own parents
+and regenerated at parents whose rows are permuted independently, parent by parent (the
+pairs an intervention on a parent makes), and the variance of the answers over the starts,
+summed over the node's features, is divided by the node's held-out variance,
+
+    spread_k(i) = Σ_j Var_s[x'_{k,s}(i)_j] / Σ_j Var_i[x(i)_j].
+
+The variance over starts is the part of a start's expected squared counterfactual error that
+the data do not fix (error = bias² + variance). Where a chosen flow's mean spread exceeds
+``instability``, ``restarts`` starts of each kind in ``rivals`` (default ``"diffusion"``, DCM's
+model class) train on the same split and mini-batches, and a rival replaces the flow when its
+spread is lower by more than ``tolerance`` standard errors of the per-unit difference; its
+start with the lowest held-out loss is installed. The held-out likelihood cannot make this
+choice: on the non-additive triangle's x3 the flow fits the density better by 0.8 nats per unit
+and answers do(x2) 2.7 to 8.3 times worse (``docs/accuracy.md``).
 """
 
 from __future__ import annotations
@@ -58,22 +76,32 @@ from .handlers import as_mechanism
 from .validation import check_count
 from .workers import can_fork, fork_map, usable_workers
 
-__all__ = ["CANDIDATE_KINDS", "KINDS", "RESTART_KINDS", "select_mechanisms"]
+__all__ = ["CANDIDATE_KINDS", "KINDS", "RESTART_KINDS", "RIVAL_KINDS", "select_mechanisms"]
 
 #: the default candidate kinds, simplest first.
 KINDS = ("anm", "locscale", "nsf")
 CANDIDATE_KINDS = ("anm", "locscale", "nsf", "maf")
 #: the kinds that get ``restarts`` starts when chosen.
 RESTART_KINDS = ("nsf", "maf")
+#: the kinds that may replace a chosen flow whose counterfactual spread is high.
+RIVAL_KINDS = ("diffusion",)
 
 
-def _check(kinds, nodes, specs, epochs, batch_size, val_fraction, tolerance, budget_s):
+def _check(
+    kinds, rivals, instability, nodes, specs, epochs, batch_size, val_fraction, tolerance, budget_s
+):
     if isinstance(kinds, str) or not kinds or any(k not in CANDIDATE_KINDS for k in kinds):
         raise MechanismError(
             f"kinds must be a non-empty sequence of {CANDIDATE_KINDS}, got {kinds!r}"
         )
     if len(set(kinds)) != len(kinds):
         raise MechanismError(f"kinds must not repeat, got {kinds!r}")
+    if isinstance(rivals, str) or any(k not in RIVAL_KINDS for k in rivals):
+        raise MechanismError(f"rivals must be a sequence of {RIVAL_KINDS}, got {rivals!r}")
+    if len(set(rivals)) != len(rivals):
+        raise MechanismError(f"rivals must not repeat, got {rivals!r}")
+    if not instability >= 0:
+        raise ArgumentError(f"instability must be >= 0, got {instability!r}")
     for node in nodes or ():
         if node not in specs:
             raise UnknownNodeError(node, list(specs), "select_mechanisms(nodes=...)")
@@ -134,6 +162,8 @@ def select_mechanisms(
     tolerance: float = 2.0,
     restarts: int = 3,
     members: int = 5,
+    rivals: Sequence[str] = RIVAL_KINDS,
+    instability: float = 0.1,
     budget_s: float | None = None,
     workers: int | None = None,
     seed: int | None = 0,
@@ -171,6 +201,14 @@ def select_mechanisms(
             (initial weights from ``(seed, node, "anm", start)``, on the same units and
             mini-batches) and :meth:`LocScaleMechanism.ensemble
             <pyro_scm.mechanisms.LocScaleMechanism.ensemble>` averages them all; 1: one fit.
+        rivals: kinds (:data:`RIVAL_KINDS`) that may replace a chosen flow whose counterfactual
+            spread over its starts exceeds ``instability``: ``restarts`` starts of each train
+            (initial weights from ``(seed, node, kind, start)``) and the one with the lowest
+            spread wins if it is below the flow's by more than ``tolerance`` standard errors;
+            () or ``restarts=1``: the flows are kept. Nodes whose event a rival cannot model
+            (images) keep their flow.
+        instability: the mean counterfactual spread of a flow's starts, as a share of the
+            node's held-out variance, above which the rivals train.
         budget_s: stop training after this many seconds (every candidate keeps its best
             weights so far); None: no limit.
         workers: processes that train the candidates side by side (each candidate trains
@@ -185,8 +223,11 @@ def select_mechanisms(
         "start", "starts", "members"}`` (mean held-out log-likelihood per kind of the first
         starts, in nats per unit, the standard error of the chosen kind's difference to the
         best, the start installed, the chosen kind's mean held-out log-likelihood per start or
-        fit, and the number of fits averaged); an ensemble has ``start`` None and ``"score"``,
-        the ensemble's mean held-out log-likelihood. The same dict
+        fit, minus its mean held-out loss for a rival, which has no density, and the number of
+        fits averaged); an ensemble has ``start`` None and ``"score"``, the ensemble's mean
+        held-out log-likelihood. A node whose flow had several starts also has ``"spread"``:
+        kind -> mean counterfactual spread (the flow's, and each rival's where they trained),
+        and ``"flow"``, the flow kind the likelihood chose. The same dict
         is each node's ``selection`` attribute in ``scm.graph`` and ``scm.selection``.
         ``attrs["seconds"]`` is the wall time of the training and ``attrs["worker_cpu_s"]`` the
         CPU seconds of each worker process over both rounds (the longest bounds the wall time
@@ -197,7 +238,11 @@ def select_mechanisms(
 
     specs = scm.specs
     kinds = tuple(kinds) if not isinstance(kinds, str) else kinds
-    _check(kinds, nodes, specs, epochs, batch_size, val_fraction, tolerance, budget_s)
+    rivals = tuple(rivals) if not isinstance(rivals, str) else rivals
+    _check(
+        kinds, rivals, instability, nodes, specs, epochs, batch_size, val_fraction, tolerance,
+        budget_s,
+    )  # fmt: skip
     check_count("workers", workers, allow_none=True)
     check_count("restarts", restarts)
     check_count("members", members)
@@ -289,6 +334,8 @@ def select_mechanisms(
         history += rows
         width = max(len(cpu_s), len(more_cpu))
         cpu_s = [sum(c[i] for c in (cpu_s, more_cpu) if i < len(c)) for i in range(width)]
+    flows: dict[str, list[str]] = {}  # node -> the keys of its chosen flow's finite starts
+    placed: dict[str, nn.Module] = {}  # node -> the flow start installed
     with torch.no_grad():
         for node, info in summary.items():
             keys = [f"{node}/{info['kind']}"]
@@ -300,12 +347,70 @@ def select_mechanisms(
                 best = max(range(len(keys)), key=finite.__getitem__)
                 info.update(start=owner[keys[best]][2], starts=starts, members=1)
                 _install(scm, sites[node][0], candidates[keys[best]], node)
+                if info["kind"] in RESTART_KINDS:
+                    flows[node] = [k for k, v in zip(keys, finite) if math.isfinite(v)]
+                    placed[node] = candidates[keys[best]]
                 continue
             fits = [candidates[k] for k, v in zip(keys, finite) if math.isfinite(v)]
             mean = LocScaleMechanism.ensemble(fits, train[node], *sites[node][1])
             score = float(mean(*val_sites[node][1]).log_prob(val[node]).mean())
             info.update(start=None, starts=starts, members=len(fits), score=score)
             _install(scm, sites[node][0], mean, node)
+    # rivals of the flows whose counterfactuals depend on their start
+    unstable: dict[str, tuple[Tensor, tuple]] = {}  # node -> (flow's spread per unit, queries)
+    with torch.no_grad():
+        for node, keys in flows.items():
+            if len(keys) < 2:
+                continue
+            queries = _permuted(val_sites[node][1], n_val, seed, node)
+            spread = _spread([candidates[k] for k in keys], val[node], val_sites[node][1], queries)
+            info = summary[node]
+            info.update(flow=info["kind"], spread={info["kind"]: float(spread.mean())})
+            if not float(spread.mean()) <= instability:
+                unstable[node] = (spread, queries)
+    over = budget_s is not None and time.perf_counter() - start > budget_s
+    rival: dict[str, nn.Module] = {}
+    for node in unstable if rivals and not over else ():
+        features = _features(sites[node][1])
+        for kind in rivals:
+            for r in range(restarts):
+                with _initial_weights(seed, node, kind, r):
+                    try:
+                        cand = make_mechanism(kind, node, specs[node], features, hidden, transforms)
+                    except MechanismError:  # an event the rival cannot model: the flow stays
+                        break
+                cand.to(device=like.device, dtype=like.dtype)
+                with torch.no_grad():
+                    cand.prepare(train[node], *sites[node][1])
+                rival[f"{node}/{kind}/{r}"] = cand
+                owner[f"{node}/{kind}/{r}"] = (node, kind, r)
+    if rival:
+        candidates.update(rival)
+        rows, more_cpu = _train(train_share, rival, list(rival), owner, workers, usable)
+        history += rows
+        width = max(len(cpu_s), len(more_cpu))
+        cpu_s = [sum(c[i] for c in (cpu_s, more_cpu) if i < len(c)) for i in range(width)]
+    with torch.no_grad():
+        for node, (flow_spread, queries) in unstable.items():
+            info, parents, x = summary[node], val_sites[node][1], val[node]
+            winner = None
+            for kind in rivals:
+                keys = [k for k in rival if owner[k][:2] == (node, kind)]
+                losses = [float(candidates[k](*parents).loss(x).mean()) for k in keys]
+                keys = [k for k, v in zip(keys, losses) if math.isfinite(v)]
+                if len(keys) < 2:
+                    continue
+                spread = _spread([candidates[k] for k in keys], x, parents, queries)
+                info["spread"][kind] = float(spread.mean())
+                if _lower(flow_spread, spread, tolerance) and (
+                    winner is None or float(spread.mean()) < info["spread"][winner[0]]
+                ):
+                    winner = kind, keys, [-v for v in losses if math.isfinite(v)]
+            if winner is not None:
+                kind, keys, starts = winner
+                best = max(range(len(keys)), key=starts.__getitem__)
+                info.update(kind=kind, start=owner[keys[best]][2], starts=starts, members=1)
+                _install(scm, placed[node], candidates[keys[best]], node)
     scm._graph_cache = None
     for node, info in summary.items():
         scm.graph.nodes[node]["selection"] = info
@@ -369,7 +474,7 @@ def _initial_weights(seed: int | None, node: str, kind: str, start: int = 0) -> 
 
 
 #: relative cost of one training step of a candidate kind, for sharing the work between workers
-_COST = {"nsf": 4, "maf": 4}
+_COST = {"nsf": 4, "maf": 4, "diffusion": 2}
 
 
 def _shares(
@@ -462,6 +567,46 @@ class _Loop:
         stopper.restore()
         cpu_s = time.process_time() - cpu0
         return history, {k: m.state_dict() for k, m in mine.items()}, cpu_s
+
+
+def _permuted(parents: tuple, units: int, seed: int | None, node: str) -> tuple:
+    """The pseudo-queries of a node's counterfactual spread: its held-out parents with the rows
+    of each parent permuted independently (seeded by ``(seed, node)``), as an intervention on
+    one parent pairs its values with the others'."""
+    generator = None
+    if seed is not None:
+        generator = torch.Generator().manual_seed(zlib.crc32(f"{seed}/{node}/spread".encode()))
+    out = []
+    for p in parents:
+        if torch.is_tensor(p) and p.dim() and p.shape[0] == units:
+            p = p[torch.randperm(units, generator=generator).to(p.device)]
+        out.append(p)
+    return tuple(out)
+
+
+def _spread(mechanisms: Sequence[nn.Module], x: Tensor, parents: tuple, queries: tuple) -> Tensor:
+    """Counterfactual spread per unit ``(units,)``: every start abducts ``x`` ``(units, *event)``
+    at ``parents`` and regenerates it at ``queries``; the variance of the answers over the
+    starts, summed over features, over the node's variance (inf where an answer is not finite)."""
+    units = x.shape[0]
+    answers = torch.stack(
+        [m(*queries).generate(m(*parents).abduct(x)).reshape(units, -1) for m in mechanisms]
+    )
+    scale = x.reshape(units, -1).var(0).sum().clamp_min(torch.finfo(x.dtype).tiny)
+    spread = answers.var(0).sum(-1) / scale
+    return torch.where(torch.isfinite(spread), spread, torch.full_like(spread, math.inf))
+
+
+def _lower(reference: Tensor, other: Tensor, tolerance: float) -> bool:
+    """Whether ``other``'s mean is below ``reference``'s by more than ``tolerance`` standard
+    errors of the per-unit difference (a finite ``other`` is below a non-finite reference)."""
+    if not bool(torch.isfinite(other).all()):
+        return False
+    if not bool(torch.isfinite(reference).all()):
+        return True
+    diff = reference - other
+    se = float(diff.std() / math.sqrt(diff.numel())) if diff.numel() > 1 else 0.0
+    return float(diff.mean()) > tolerance * se
 
 
 def _choose(scores: Mapping[str, Tensor], kinds: Sequence[str], tolerance: float) -> dict:

@@ -1,0 +1,179 @@
+"""Rivals of a chosen flow: the counterfactual spread over starts decides, bad input fails."""
+
+import math
+
+import networkx as nx
+import pandas as pd
+import pytest
+import torch
+
+import pyro_scm as ps
+import pyro_scm.selection as selection
+from pyro_scm.errors import ArgumentError, MechanismError
+from pyro_scm.mechanisms import DiffusionMechanism, FlowMechanism, LocScaleMechanism
+from pyro_scm.selection import _lower, _permuted, _spread, select_mechanisms
+
+FAST = {"epochs": 6, "batch_size": 100, "lr": 1e-2, "progress": False, "workers": 1}
+
+
+def _skewed(n=600, seed=0):
+    """x -> s with log-normal noise: the likelihood picks a flow for s."""
+    g = torch.Generator().manual_seed(seed)
+    x, v = torch.randn(n, generator=g), torch.randn(n, generator=g)
+    return pd.DataFrame({"x": x.numpy(), "s": (x + torch.exp(0.8 * v)).numpy()})
+
+
+GRAPH = nx.DiGraph([("x", "s")])
+
+
+def _fitted(**kw):
+    frame = _skewed()
+    scm = ps.SCM.from_graph(GRAPH, frame, hidden=(8,), transforms=1)
+    return scm, scm.fit(frame, **{**FAST, **kw})
+
+
+def test_a_stable_flow_trains_no_rival_and_records_its_spread():
+    scm, history = _fitted(instability=math.inf)
+    info = scm.selection["s"]
+    assert info["kind"] == info["flow"] == "nsf"
+    assert set(info["spread"]) == {"nsf"} and 0 <= info["spread"]["nsf"] < math.inf
+    assert "diffusion" not in set(history.kind)
+    assert isinstance(scm.mechanisms[scm.order.index("s")], FlowMechanism)
+    assert "spread" not in scm.selection["x"]  # a regression kind has one start: no spread
+
+
+def test_an_unstable_flow_trains_its_rivals_and_keeps_the_lower_spread():
+    scm, history = _fitted(instability=0.0)
+    info = scm.selection["s"]
+    rows = history[(history.node == "s") & (history.kind == "diffusion")]
+    assert set(rows.start) == {0, 1, 2}  # `restarts` starts of the rival
+    assert set(info["spread"]) == {"nsf", "diffusion"}
+    mechanism = scm.mechanisms[scm.order.index("s")]
+    if info["kind"] == "diffusion":
+        assert info["spread"]["diffusion"] < info["spread"]["nsf"]
+        assert isinstance(mechanism, DiffusionMechanism)
+    else:
+        assert info["kind"] == "nsf" and isinstance(mechanism, FlowMechanism)
+
+
+def test_a_rival_that_wins_is_installed_at_its_best_start(monkeypatch, tmp_path):
+    monkeypatch.setattr(selection, "_lower", lambda reference, other, tolerance: True)
+    scm, _ = _fitted(instability=0.0)
+    info = scm.selection["s"]
+    assert info["kind"] == "diffusion" and info["flow"] == "nsf" and info["members"] == 1
+    assert len(info["starts"]) == 3
+    assert info["start"] == max(range(3), key=info["starts"].__getitem__)
+    mechanism = scm.mechanisms[scm.order.index("s")]
+    assert isinstance(mechanism, DiffusionMechanism) and not mechanism.training
+    assert scm.graph.nodes["s"]["selection"]["kind"] == "diffusion"
+    # "starts" is minus the held-out loss of each start: the installed one's is recorded
+    frame = _skewed()
+    perm = torch.randperm(len(frame), generator=torch.Generator().manual_seed(0))[:60]
+    x, s = (torch.tensor(frame[c].to_numpy(), dtype=torch.float32)[perm] for c in "xs")
+    with torch.no_grad():
+        loss = float(mechanism(x).loss(s).mean())
+    assert abs(-loss - info["starts"][info["start"]]) < 1e-4
+    # a saved model loads into one built with the chosen kinds
+    path = tmp_path / "rival.pt"
+    scm.save(path)
+    kinds = {n: i["kind"] for n, i in scm.selection.items()}
+    again = ps.SCM.from_graph(GRAPH, frame, mechanism=kinds, hidden=(8,), transforms=1)
+    again.load(path)
+    factual = {"x": torch.randn(10), "s": torch.randn(10)}
+    with torch.no_grad():
+        assert torch.allclose(
+            scm.counterfactual(factual, do={"x": 1.0})["s"],
+            again.counterfactual(factual, do={"x": 1.0})["s"],
+        )
+
+
+def test_no_rivals_without_restarts_or_with_rivals_off():
+    for kw in ({"restarts": 1}, {"rivals": ()}):
+        scm, history = _fitted(instability=0.0, **kw)
+        assert scm.selection["s"]["kind"] == "nsf" and "diffusion" not in set(history.kind)
+    scm, _ = _fitted(instability=0.0, restarts=1)
+    assert "spread" not in scm.selection["s"]  # one start: nothing to compare
+
+
+def test_an_image_node_keeps_its_flow(monkeypatch):
+    # a rival that cannot model the node's event is skipped, the flow stays
+    def refuse(kind, node, *args, **kwargs):
+        if kind == "diffusion":
+            raise MechanismError(f"mechanism 'diffusion' of node {node!r} takes scalar nodes")
+        return make(kind, node, *args, **kwargs)
+
+    import pyro_scm.mechanisms.factory as factory
+
+    make = factory.make_mechanism
+    monkeypatch.setattr(factory, "make_mechanism", refuse)
+    scm, history = _fitted(instability=0.0)
+    assert scm.selection["s"]["kind"] == "nsf" and "diffusion" not in set(history.kind)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"rivals": "diffusion"}, MechanismError),
+        ({"rivals": ("nsf",)}, MechanismError),
+        ({"rivals": ("diffusion", "diffusion")}, MechanismError),
+        ({"instability": -0.1}, ArgumentError),
+        ({"instability": float("nan")}, ArgumentError),
+    ],
+)
+def test_bad_rival_arguments_fail_before_training(kwargs, error):
+    frame = _skewed(100)
+    scm = ps.SCM.from_graph(GRAPH, frame, mechanism="anm", hidden=(4,))
+    before = {k: v.clone() for k, v in scm.state_dict().items()}
+    with pytest.raises(error, match=r"rivals|instability"):
+        select_mechanisms(scm, frame, **kwargs)
+    assert all(torch.equal(before[k], v) for k, v in scm.state_dict().items())
+    auto = ps.SCM.from_graph(GRAPH, frame)
+    with pytest.raises(error, match=r"rivals|instability"):
+        auto.fit(frame, **FAST, **kwargs)
+    assert auto.pending_selection is not None  # nothing ran
+
+
+def test_permuted_queries_shuffle_each_parent_on_its_own():
+    a, b = torch.arange(50.0), torch.arange(50.0) + 100
+    qa, qb, c = _permuted((a, b, 3.0), 50, seed=0, node="y")
+    assert c == 3.0  # not a per-unit tensor: passed through
+    assert torch.equal(qa.sort().values, a) and torch.equal(qb.sort().values, b)
+    assert not torch.equal(qa, a) and not torch.equal(qa - 100, qb - 200)  # own permutations
+    again = _permuted((a, b, 3.0), 50, seed=0, node="y")
+    assert torch.equal(again[0], qa) and again[2] == 3.0
+    assert not torch.equal(_permuted((a,), 50, seed=0, node="z")[0], qa)
+
+
+def _shifted(shift: float) -> LocScaleMechanism:
+    """x = pa + shift + u: its counterfactual at pa' is x + pa' - pa whatever the shift."""
+    return LocScaleMechanism(lambda pa: pa + shift, lambda pa: torch.ones_like(pa))
+
+
+def _sloped(slope: float) -> LocScaleMechanism:
+    """x = slope · pa + u: its counterfactual x + slope · (pa' - pa) depends on the slope."""
+    return LocScaleMechanism(lambda pa: slope * pa, lambda pa: torch.ones_like(pa))
+
+
+def test_spread_is_the_variance_of_the_starts_counterfactuals_over_the_nodes_variance():
+    g = torch.Generator().manual_seed(1)
+    pa, x = torch.randn(400, generator=g), 2 * torch.randn(400, generator=g)
+    query = pa.flip(0)
+    # starts that agree on every counterfactual have no spread, whatever else differs
+    same = _spread([_shifted(0.0), _shifted(1.0), _shifted(-3.0)], x, (pa,), (query,))
+    assert torch.allclose(same, torch.zeros(400), atol=1e-5)
+    # slopes 0, 1, 2: answers x + k·d with d = pa' - pa, variance over k of k·d is d²
+    spread = _spread([_sloped(0.0), _sloped(1.0), _sloped(2.0)], x, (pa,), (query,))
+    assert torch.allclose(spread, (query - pa) ** 2 / x.var(), rtol=1e-4)
+    broken = _spread([_sloped(0.0), _sloped(math.inf)], x, (pa,), (query,))
+    assert bool(torch.isinf(broken[query != pa]).all())
+
+
+def test_lower_needs_the_difference_beyond_tolerance_standard_errors():
+    g = torch.Generator().manual_seed(0)
+    noise = torch.rand(500, generator=g)
+    assert _lower(noise + 1.0, noise, 2.0)  # lower by 1 with no spread of the difference
+    assert not _lower(noise, noise + 1.0, 2.0)
+    same = torch.rand(500, generator=g)
+    assert not _lower(noise, same, 2.0)  # two draws of one distribution: not significant
+    assert _lower(torch.full((5,), math.inf), noise[:5], 2.0)
+    assert not _lower(noise[:5], torch.full((5,), math.inf), 2.0)
