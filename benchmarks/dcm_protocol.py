@@ -132,4 +132,6 @@ def evaluate(
     result.update(seed=seed, per_node=per_node, fit_s=fit_s, fit_cpu_s=fit_cpu_s, query_s=query_s)
     if getattr(method, "selection", None):
         result["selection"] = method.selection
+    if getattr(method, "spread", None):
+        result["spread"] = method.spread
     return result

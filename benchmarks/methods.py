@@ -80,6 +80,8 @@ class PyroSCMMethod(Method):
         self.scm = None
         self.last_flags: Tensor | None = None
         self.selection: dict | None = None
+        #: node -> kind -> mean counterfactual spread over starts (nodes with a chosen flow)
+        self.spread: dict | None = None
 
     def fit(self, syn: SyntheticSCM, data: Values, seed: int) -> None:
         torch.manual_seed(seed)
@@ -87,6 +89,8 @@ class PyroSCMMethod(Method):
         history = self.scm.fit(data, seed=seed, progress=False, **self.fit_kwargs)
         chosen = history.attrs.get("selection")
         self.selection = {n: i["kind"] for n, i in chosen.items()} if chosen else None
+        spread = {n: i["spread"] for n, i in (chosen or {}).items() if "spread" in i}
+        self.spread = spread or None
 
     def sample(self, n: int) -> Values:
         return {k: v[:, 0] for k, v in self.scm.sample(n).values.items()}
