@@ -26,10 +26,12 @@ from pyro_scm.datasets import load_synthetic
 KINDS = ("nsf", "diffusion")
 
 
-def answers(scm_name: str, seed: int, starts: int, units: int) -> dict:
-    """node -> {"truth": (units, f), "var": float, kind: (starts, units, f)}."""
+def answers(
+    scm_name: str, seed: int, starts: int, units: int, n: int = 5000, epochs: int = 200
+) -> dict:
+    """node -> {"truth": (units, f), "var": float, kind: [(units, f)] * starts, "queries"}."""
     truth = load_synthetic(scm_name, "nonadditive", seed=seed)
-    data = truth.sample(5000, seed=seed)
+    data = truth.sample(n, seed=seed)
     nodes = [n for n in truth.nodes if truth.parents(n)]
     factual, noise = truth.sample_with_noise(units, seed=777 + seed)
     g = torch.Generator().manual_seed(99 + seed)
@@ -42,7 +44,7 @@ def answers(scm_name: str, seed: int, starts: int, units: int) -> dict:
     for kind in KINDS:
         for s in range(starts):
             model = ps.SCM.from_graph(truth.graph, data, mechanism=kind)
-            model.fit(data, progress=False, seed=seed * 1000 + s)
+            model.fit(data, epochs=epochs, progress=False, seed=seed * 1000 + s)
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # extrapolation warnings of the pseudo-queries
                 for n in nodes:
@@ -65,21 +67,26 @@ def summarise(scm_name: str, seed: int, out: dict) -> list[dict]:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scms", nargs="+", default=["dcm-triangle", "dcm-chain"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--starts", type=int, default=3)
     p.add_argument("--units", type=int, default=1000)
+    p.add_argument("--n", type=int, default=5000, help="training samples")
+    p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--out", type=Path, default=Path("benchmarks/out/counterfactual_spread"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if args.starts < 2:
+        p.error(f"--starts must be at least 2 (a spread needs two starts), got {args.starts}")
     torch.set_num_threads(1)
     rows = []
     print("| SCM | seed | node | nsf CF MSE | diffusion CF MSE | nsf spread | diffusion spread |")
     print("|---|---|---|---|---|---|---|")
     for name in args.scms:
         for seed in args.seeds:
-            for r in summarise(name, seed, answers(name, seed, args.starts, args.units)):
+            out = answers(name, seed, args.starts, args.units, args.n, args.epochs)
+            for r in summarise(name, seed, out):
                 rows.append(r)
                 print(
                     f"| {name} | {seed} | {r['node']} | {r['nsf_cf_mse']:.4f} | "

@@ -535,3 +535,20 @@ def test_methods_after_auto_are_scored_on_its_unflagged_units():
         assert "cf_reference_unflagged" in theirs  # beside its own flags, if it has any
         if ours["flagged"] == 0:  # nothing flagged: the same units
             assert theirs["cf_reference_unflagged"] == theirs["cf_all"]
+
+
+def test_counterfactual_spread_rows_and_bad_arguments(tmp_path):
+    from benchmarks import counterfactual_spread as spread
+
+    out = tmp_path / "spread"
+    spread.main(
+        ["--scms", "dcm-chain", "--starts", "2", "--units", "40", "--n", "200", "--epochs", "2",
+         "--out", str(out)]
+    )  # fmt: skip
+    rows = json.loads((out / "spread.json").read_text())["rows"]
+    assert [r["node"] for r in rows] == ["x2", "x3"]
+    for r in rows:
+        for kind in spread.KINDS:
+            assert r[f"{kind}_cf_mse"] >= 0 and r[f"{kind}_spread"] >= 0
+    with pytest.raises(SystemExit):
+        spread.main(["--starts", "1", "--out", str(out)])
