@@ -296,7 +296,7 @@ def select_mechanisms(
         candidates, owner, sites, train, val_sites, val, generator.get_state(), device,
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         patience=patience, lr_decay=lr_decay, max_decays=max_decays, budget_s=budget_s,
-        start=start, progress=progress,
+        start=start, progress=progress, seed=seed,
     )  # fmt: skip
     usable = usable_workers(like.device)
     new = [k for k in candidates if owner[k][0] in selected]
@@ -312,28 +312,40 @@ def select_mechanisms(
             scores = {kind: held_out(f"{node}/{kind}") for kind in kinds}
             summary[node] = _choose(scores, kinds, tolerance)
 
+    def new_start(node: str, kind: str, r: int) -> str:
+        """A fresh candidate of ``kind`` for ``node``, start ``r``, prepared; returns its key."""
+        with _initial_weights(seed, node, kind, r):
+            cand = make_mechanism(
+                kind, node, specs[node], _features(sites[node][1]), hidden, transforms
+            )
+        cand.to(device=like.device, dtype=like.dtype)
+        with torch.no_grad():
+            cand.prepare(train[node], *sites[node][1])
+        key = f"{node}/{kind}/{r}"
+        candidates[key], owner[key] = cand, (node, kind, r)  # the loop reads them from here
+        return key
+
+    def train_round(keys: Sequence[str]) -> None:
+        """Train the new candidates ``keys`` side by side; their history and CPU time add up."""
+        nonlocal history, cpu_s
+        rows, more_cpu = _train(
+            train_share, {k: candidates[k] for k in keys}, list(keys), owner, workers, usable
+        )
+        history += rows
+        width = max(len(cpu_s), len(more_cpu))
+        cpu_s = [sum(c[i] for c in (cpu_s, more_cpu) if i < len(c)) for i in range(width)]
+
     # more starts of the chosen flows and more fits of the chosen ANMs, on the same split and
     # mini-batches: only the initial weights differ (bootstrap reweighting measured no better)
-    more = {}
+    more: list[str] = []
     over = budget_s is not None and time.perf_counter() - start > budget_s
     for node, info in summary.items():
         kind = info["kind"]
         features = _features(sites[node][1])
         count = restarts if kind in RESTART_KINDS else members if _ensembles(kind, features) else 1
-        for r in range(1, 1 if over else count):
-            with _initial_weights(seed, node, kind, r):
-                cand = make_mechanism(kind, node, specs[node], features, hidden, transforms)
-            cand.to(device=like.device, dtype=like.dtype)
-            with torch.no_grad():
-                cand.prepare(train[node], *sites[node][1])
-            more[f"{node}/{kind}/{r}"] = cand
-            owner[f"{node}/{kind}/{r}"] = (node, kind, r)
+        more += [new_start(node, kind, r) for r in range(1, 1 if over else count)]
     if more:
-        candidates.update(more)  # the loop reads the candidates from this dict
-        rows, more_cpu = _train(train_share, more, list(more), owner, workers, usable)
-        history += rows
-        width = max(len(cpu_s), len(more_cpu))
-        cpu_s = [sum(c[i] for c in (cpu_s, more_cpu) if i < len(c)) for i in range(width)]
+        train_round(more)
     flows: dict[str, list[str]] = {}  # node -> the keys of its chosen flow's finite starts
     placed: dict[str, nn.Module] = {}  # node -> the flow start installed
     with torch.no_grad():
@@ -369,27 +381,15 @@ def select_mechanisms(
             if not float(spread.mean()) <= instability:
                 unstable[node] = (spread, queries)
     over = budget_s is not None and time.perf_counter() - start > budget_s
-    rival: dict[str, nn.Module] = {}
+    rival: list[str] = []
     for node in unstable if rivals and not over else ():
-        features = _features(sites[node][1])
         for kind in rivals:
-            for r in range(restarts):
-                with _initial_weights(seed, node, kind, r):
-                    try:
-                        cand = make_mechanism(kind, node, specs[node], features, hidden, transforms)
-                    except MechanismError:  # an event the rival cannot model: the flow stays
-                        break
-                cand.to(device=like.device, dtype=like.dtype)
-                with torch.no_grad():
-                    cand.prepare(train[node], *sites[node][1])
-                rival[f"{node}/{kind}/{r}"] = cand
-                owner[f"{node}/{kind}/{r}"] = (node, kind, r)
+            try:
+                rival += [new_start(node, kind, r) for r in range(restarts)]
+            except MechanismError:  # an event the rival cannot model: the flow stays
+                continue
     if rival:
-        candidates.update(rival)
-        rows, more_cpu = _train(train_share, rival, list(rival), owner, workers, usable)
-        history += rows
-        width = max(len(cpu_s), len(more_cpu))
-        cpu_s = [sum(c[i] for c in (cpu_s, more_cpu) if i < len(c)) for i in range(width)]
+        train_round(rival)
     with torch.no_grad():
         for node, (flow_spread, queries) in unstable.items():
             info, parents, x = summary[node], val_sites[node][1], val[node]
@@ -473,6 +473,22 @@ def _initial_weights(seed: int | None, node: str, kind: str, start: int = 0) -> 
         yield
 
 
+@contextmanager
+def _own_draws(
+    mechanism: nn.Module, seed: int | None, key: str, epoch: int, step: int
+) -> Iterator[None]:
+    """The random draws of a candidate's training loss (``random_loss`` mechanisms) from the
+    global RNG seeded by ``(seed, candidate, epoch, step)`` and restored afterwards: the same
+    draws in any worker process and whatever the global RNG (None: the global RNG)."""
+    if seed is None or not getattr(mechanism, "random_loss", False):
+        yield
+        return
+    devices = [p.device for p in mechanism.parameters() if p.device.type == "cuda"][:1]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(zlib.crc32(f"{seed}/{key}/{epoch}/{step}".encode()))
+        yield
+
+
 #: relative cost of one training step of a candidate kind, for sharing the work between workers
 _COST = {"nsf": 4, "maf": 4, "diffusion": 2}
 
@@ -534,7 +550,8 @@ class _Loop:
                 for key in stopper.active:
                     node = owner[key][0]
                     parents = _rows(sites[node][1], idx, n_train)
-                    loss = mine[key](*parents).loss(train[node][idx]).mean()
+                    with _own_draws(mine[key], s["seed"], key, epoch, step):
+                        loss = mine[key](*parents).loss(train[node][idx]).mean()
                     total = total + loss
                     sums[key] = sums[key] + loss.detach() / steps
                 optimizer.zero_grad(set_to_none=True)

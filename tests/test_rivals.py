@@ -177,3 +177,15 @@ def test_lower_needs_the_difference_beyond_tolerance_standard_errors():
     assert not _lower(noise, same, 2.0)  # two draws of one distribution: not significant
     assert _lower(torch.full((5,), math.inf), noise[:5], 2.0)
     assert not _lower(noise[:5], torch.full((5,), math.inf), 2.0)
+
+
+def test_rivals_train_the_same_whatever_the_global_rng_and_the_workers():
+    # a diffusion rival's training draws (t, ε) come from its own seeded generator
+    torch.manual_seed(1)
+    one, h1 = _fitted(instability=0.0)
+    torch.manual_seed(2)
+    two, h2 = _fitted(instability=0.0, workers=2)
+    assert one.selection["s"]["spread"] == two.selection["s"]["spread"]
+    assert one.selection["s"]["starts"] == two.selection["s"]["starts"]
+    rows = (h1.kind == "diffusion").to_numpy()
+    assert (h1[rows][["train", "val"]].to_numpy() == h2[rows][["train", "val"]].to_numpy()).all()

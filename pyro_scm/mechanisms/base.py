@@ -162,10 +162,15 @@ class Mechanism(nn.Module):
             decays this mechanism's learning rate or stops it, whatever its ``patience``: a
             mechanism whose loss is a noisy estimate (a diffusion model's denoising loss) needs
             more than a likelihood does.
+        random_loss: whether the training loss draws random numbers (a diffusion model's t and
+            ε); :func:`~pyro_scm.selection.select_mechanisms` then gives each candidate's draws
+            a generator of its own, so the fit does not depend on the global RNG or on the
+            number of workers.
     """
 
     event_shape: torch.Size = torch.Size()
     min_patience: int = 0
+    random_loss: bool = False
     _fitted: bool = False
 
     def __init__(self) -> None:

@@ -108,6 +108,8 @@ class DiffusionMechanism(Mechanism):
     #: against 14-30 trained on (its validation loss still falling at epoch 190;
     #: ``docs/accuracy.md``).
     min_patience = 20
+    #: training draws t and ε per unit (:meth:`DiffusionDistribution.loss`)
+    random_loss = True
 
     def __init__(
         self,
