@@ -106,8 +106,8 @@ READING = """### Reading the table
   non-additive triangle's do(x2) was the pair where DCM was better on every seed (median ratio
   2.8x, 40.1 against 17.9 on `auto`'s unflagged units) while `auto` answered with a flow: the
   flow's error there is not an extrapolation. With a diffusion rival for a flow whose starts
-  disagree, x3 gets the diffusion model on 9 of 10 seeds and `auto` is below DCM on 8 of them
-  (24.7 against 25.0; median ratio 0.90; the one seed that kept its flow, at a spread of 0.088
+  disagree, x3 gets the diffusion model on 9 of 10 seeds and `auto` is below DCM on 7 of them
+  (23.9 against 25.0; median ratio 0.88; the one seed that kept its flow, at a spread of 0.088
   just under the threshold of 0.1, scores 65.0).
 - Where the noise is additive, the smaller model class (`anm`) extrapolates best; where it is
   not, only the flow (`nsf`) can be right, and the non-identifiable SCMs (marked by a target equal
@@ -125,7 +125,7 @@ READING = """### Reading the table
   do(x2): 0.76 -> 0.11). On the non-additive triangle's do(x2) the rarity of the parents under
   their density model flags 2.3–8.4% of the units, those in a sparse bend of the support (x1 in
   its lower tail moved to values of x2 such x1 rarely have), and the error over the others
-  falls from 24.7 to 18.0 (with the flows of `2026-12-02-restarts/`: 74.7 to 40.1; the rest
+  falls from 23.9 to 17.2 (with the flows of `2026-12-02-restarts/`: 74.7 to 40.1; the rest
   sat inside the support, where the learned equation itself was off). Flags are not errors:
   on the non-additive diamond's do(x3) 10.5% of the units are flagged and the others' error is
   no lower (0.58 against 0.55 over all units).
@@ -141,7 +141,7 @@ READING = """### Reading the table
   the best held-out likelihood (the default since `2026-12-02-restarts/`), took the triangle's
   do(x1) from 22.3 to 19.3 on the same seeds and its do(x2) from 80.5 to 74.7 (better on 6 of
   10 seeds, one seed from 161 to 265). The diffusion rival of a flow whose starts disagree
-  (`2026-12-06-rivals/`) took the same do(x2) to 24.7 and do(x1) to 17.6.
+  (`2026-12-06-rivals/`) took the same do(x2) to 23.9 and do(x1) to 17.9.
 - `pyro_scm-diffusion` (`2026-12-05-diffusion/`, the same samples and units as `auto`'s
   records) is DCM's model class in pyro_scm. On the non-additive triangle it does what no flow
   did: do(x2) 18.4 over 10 seeds against the 74.7 of `auto` with flows and DCM's 25.0 (better
@@ -161,7 +161,7 @@ READING = """### Reading the table
   it on the chain's do(x1) and the Y's three interventions, and DCM's 102.6 on the chain's
   do(x1) lies below it (a misfit that happens to help); the triangle's do(x2), 74.7 against 10.9
   with flows on x3 (40.1 over unflagged units), was the one pair far from its floor; with the
-  diffusion rival it is 24.7 (`docs/accuracy.md`).
+  diffusion rival it is 23.9 (`docs/accuracy.md`).
 - On the ladder and random SCMs (10 nodes of 3 features, no peer) `auto` is the best fixed kind
   or within 1% of it on 5 of the 10 pairs; it is 5–8% above the fixed `anm` on the nonlinear
   random SCM, where it chose `anm` too (three hidden layers by default against the protocol's
