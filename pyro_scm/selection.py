@@ -396,8 +396,11 @@ def select_mechanisms(
             winner = None
             for kind in rivals:
                 keys = [k for k in rival if owner[k][:2] == (node, kind)]
-                losses = [float(candidates[k](*parents).loss(x).mean()) for k in keys]
-                keys = [k for k, v in zip(keys, losses) if math.isfinite(v)]
+                scores = [-float(candidates[k](*parents).loss(x).mean()) for k in keys]
+                keys, scores = (
+                    [k for k, v in zip(keys, scores) if math.isfinite(v)],
+                    [v for v in scores if math.isfinite(v)],
+                )
                 if len(keys) < 2:
                     continue
                 spread = _spread([candidates[k] for k in keys], x, parents, queries)
@@ -405,7 +408,7 @@ def select_mechanisms(
                 if _lower(flow_spread, spread, tolerance) and (
                     winner is None or float(spread.mean()) < info["spread"][winner[0]]
                 ):
-                    winner = kind, keys, [-v for v in losses if math.isfinite(v)]
+                    winner = kind, keys, scores
             if winner is not None:
                 kind, keys, starts = winner
                 best = max(range(len(keys)), key=starts.__getitem__)
@@ -467,10 +470,15 @@ def _initial_weights(seed: int | None, node: str, kind: str, start: int = 0) -> 
     if seed is None:
         yield
         return
-    name = f"{seed}/{node}/{kind}" + (f"/{start}" if start else "")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(zlib.crc32(name.encode()))
+        torch.manual_seed(_seed_of(seed, node, kind, *([start] if start else [])))
         yield
+
+
+def _seed_of(*parts: object) -> int:
+    """A seed derived from ``parts`` (the fit's seed, a node, a kind, ...), the same in every
+    process and Python session."""
+    return zlib.crc32("/".join(map(str, parts)).encode())
 
 
 @contextmanager
@@ -485,7 +493,7 @@ def _own_draws(
         return
     devices = [p.device for p in mechanism.parameters() if p.device.type == "cuda"][:1]
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(zlib.crc32(f"{seed}/{key}/{epoch}/{step}".encode()))
+        torch.manual_seed(_seed_of(seed, key, epoch, step))
         yield
 
 
@@ -592,7 +600,7 @@ def _permuted(parents: tuple, units: int, seed: int | None, node: str) -> tuple:
     one parent pairs its values with the others'."""
     generator = None
     if seed is not None:
-        generator = torch.Generator().manual_seed(zlib.crc32(f"{seed}/{node}/spread".encode()))
+        generator = torch.Generator().manual_seed(_seed_of(seed, node, "spread"))
     out = []
     for p in parents:
         if torch.is_tensor(p) and p.dim() and p.shape[0] == units:
