@@ -58,7 +58,9 @@ class NotFittedError(SCMError, RuntimeError):
 
 
 class FitWarning(UserWarning):
-    """Training of a mechanism stopped early (a non-finite loss); the warning names the node."""
+    """A fit's result needs a second look; the warning names the node: its training diverged
+    (best weights kept), the selection's ``budget_s`` cut training or skipped work, or a chosen
+    flow's counterfactuals depend on its initial weights (spread above ``instability``)."""
 
 
 class PersistenceError(SCMError, ValueError):

@@ -58,6 +58,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -69,7 +70,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .data import to_node_tensors
-from .errors import ArgumentError, DataError, MechanismError, UnknownNodeError
+from .errors import ArgumentError, DataError, FitWarning, MechanismError, UnknownNodeError
 from .extrapolation import parent_context
 from .fitting import _EarlyStopping, _param_groups, adam, prepare
 from .handlers import as_mechanism
@@ -208,9 +209,14 @@ def select_mechanisms(
             () or ``restarts=1``: the flows are kept. Nodes whose event a rival cannot model
             (images) keep their flow.
         instability: the mean counterfactual spread of a flow's starts, as a share of the
-            node's held-out variance, above which the rivals train.
+            node's held-out variance, above which the rivals train. A flow above it that keeps
+            its place (no rival's spread is lower, ``rivals=()``, no rival can model the
+            node, or the budget ran out) raises a :class:`~pyro_scm.errors.FitWarning` naming
+            the node, its spread and the reason.
         budget_s: stop training after this many seconds (every candidate keeps its best
-            weights so far); None: no limit.
+            weights so far; the restarts, ensemble fits and rivals not started by then are
+            skipped); None: no limit. A :class:`~pyro_scm.errors.FitWarning` lists the
+            candidates it stopped and the work it skipped.
         workers: processes that train the candidates side by side (each candidate trains
             independently, so the result is the same for any number); None: one per CPU this
             process may use, up to the number of candidates, on CPU under Linux (see
@@ -300,7 +306,7 @@ def select_mechanisms(
     )  # fmt: skip
     usable = usable_workers(like.device)
     new = [k for k in candidates if owner[k][0] in selected]
-    history, cpu_s = _train(train_share, candidates, new, owner, workers, usable)
+    history, cpu_s, cut = _train(train_share, candidates, new, owner, workers, usable)
 
     def held_out(key: str) -> Tensor:
         node = owner[key][0]
@@ -327,22 +333,25 @@ def select_mechanisms(
 
     def train_round(keys: Sequence[str]) -> None:
         """Train the new candidates ``keys`` side by side; their history and CPU time add up."""
-        nonlocal history, cpu_s
-        rows, more_cpu = _train(
+        nonlocal history, cpu_s, cut
+        rows, more_cpu, more_cut = _train(
             train_share, {k: candidates[k] for k in keys}, list(keys), owner, workers, usable
         )
-        history += rows
+        history, cut = history + rows, cut + more_cut
         width = max(len(cpu_s), len(more_cpu))
         cpu_s = [sum(c[i] for c in (cpu_s, more_cpu) if i < len(c)) for i in range(width)]
 
     # more starts of the chosen flows and more fits of the chosen ANMs, on the same split and
     # mini-batches: only the initial weights differ (bootstrap reweighting measured no better)
     more: list[str] = []
+    skipped: list[str] = []  # the work budget_s left out, for the warning
     over = budget_s is not None and time.perf_counter() - start > budget_s
     for node, info in summary.items():
         kind = info["kind"]
         features = _features(sites[node][1])
         count = restarts if kind in RESTART_KINDS else members if _ensembles(kind, features) else 1
+        if over and count > 1:
+            skipped.append(f"{count - 1} more {kind} fits of {node!r}")
         more += [new_start(node, kind, r) for r in range(1, 1 if over else count)]
     if more:
         train_round(more)
@@ -382,12 +391,22 @@ def select_mechanisms(
                 unstable[node] = (spread, queries)
     over = budget_s is not None and time.perf_counter() - start > budget_s
     rival: list[str] = []
-    for node in unstable if rivals and not over else ():
+    kept: dict[str, str] = {}  # unstable node -> why no rival replaced its flow
+    for node in unstable:
+        if not rivals:
+            kept[node] = "rivals=() trains none"
+            continue
+        if over:
+            kept[node] = "budget_s ran out before its rivals trained"
+            skipped.append(f"the rivals of {node!r}")
+            continue
         for kind in rivals:
             try:
                 rival += [new_start(node, kind, r) for r in range(restarts)]
             except MechanismError:  # an event the rival cannot model: the flow stays
                 continue
+        if not any(owner[k][0] == node for k in rival):
+            kept[node] = f"no rival in {rivals} can model its event"
     if rival:
         train_round(rival)
     with torch.no_grad():
@@ -414,6 +433,22 @@ def select_mechanisms(
                 best = max(range(len(keys)), key=starts.__getitem__)
                 info.update(kind=kind, start=owner[keys[best]][2], starts=starts, members=1)
                 _install(scm, placed[node], candidates[keys[best]], node)
+            elif node not in kept:
+                rivals_spread = {k: round(v, 3) for k, v in info["spread"].items() if k in rivals}
+                kept[node] = (
+                    f"no rival's spread was lower by {tolerance:g} standard errors "
+                    f"({rivals_spread or 'no rival had two finite starts'})"
+                )
+    for node, why in kept.items():
+        info = summary[node]
+        warnings.warn(
+            f"node {node!r} keeps its {info['flow']} flow although its starts disagree about "
+            f"counterfactuals (spread {info['spread'][info['flow']]:.3g} of the node's variance, "
+            f"above instability={instability:g}): {why}. Its counterfactuals depend on the "
+            "initial weights; see scm.selection and docs/accuracy.md",
+            FitWarning,
+            stacklevel=2,
+        )
     scm._graph_cache = None
     for node, info in summary.items():
         scm.graph.nodes[node]["selection"] = info
@@ -424,6 +459,16 @@ def select_mechanisms(
     frame.attrs["seconds"] = time.perf_counter() - start
     frame.attrs["worker_cpu_s"] = cpu_s
     frame.attrs["budget_hit"] = budget_s is not None and frame.attrs["seconds"] > budget_s
+    if cut or skipped:
+        stopped = [f"{owner[k][0]}/{owner[k][1]}" + (f"/{owner[k][2]}" if owner[k][2] else "")
+                   for k in cut]  # fmt: skip
+        warnings.warn(
+            f"budget_s={budget_s:g} ran out before the selection ended"
+            + (f"; stopped while still improving (best weights so far kept): {stopped}" * bool(cut))
+            + (f"; skipped: {', '.join(skipped)}" * bool(skipped)),
+            FitWarning,
+            stacklevel=2,
+        )
     return frame
 
 
@@ -445,21 +490,23 @@ def _train(
     owner: Mapping[str, tuple[str, str, int]],
     workers: int | None,
     usable: int,
-) -> tuple[list[dict], list[float]]:
+) -> tuple[list[dict], list[float], list[str]]:
     """Train ``candidates`` in shares side by side (only the ``new`` ones move to other
     processes); the children's best weights are loaded back. Returns the history rows, sorted
-    by epoch and candidate, and the CPU seconds of each share."""
+    by epoch and candidate, the CPU seconds of each share and the keys the budget stopped while
+    early stopping had not."""
     shares = _shares(candidates, new, workers, usable, owner)
     results = fork_map(loop, list(enumerate(shares)))
     history: list[dict] = []
-    for index, (rows, states, _) in enumerate(results):
+    for index, (rows, states, _, _) in enumerate(results):
         history += rows
         if index > 0:  # trained in a child: its best weights come back
             for key, state in states.items():
                 candidates[key].load_state_dict(state)
     rank = {key: i for i, key in enumerate(candidates)}
     history.sort(key=lambda row: (row["epoch"], rank[row.pop("key")]))
-    return history, [cpu for _, _, cpu in results]
+    cut = [key for *_, stopped in results for key in stopped]
+    return history, [cpu for _, _, cpu, _ in results], cut
 
 
 @contextmanager
@@ -524,8 +571,8 @@ def _shares(
 
 class _Loop:
     """The training loop over some candidates (one share): each with its own Adam group,
-    learning-rate decay and early stopping; returns the history rows, the best weights and the
-    CPU seconds the share took."""
+    learning-rate decay and early stopping; returns the history rows, the best weights, the
+    CPU seconds the share took and the keys still training when ``budget_s`` stopped it."""
 
     def __init__(self, candidates, owner, sites, train, val_sites, val, rng, device, **settings):
         self.candidates, self.owner, self.sites, self.train = candidates, owner, sites, train
@@ -538,13 +585,14 @@ class _Loop:
         cpu0 = time.process_time()
         mine = {k: self.candidates[k] for k in keys}
         if not mine:
-            return [], {}, 0.0
+            return [], {}, 0.0, []
         generator = torch.Generator(device="cpu")
         generator.set_state(self.rng)  # every share draws the same mini-batches
         n_train = next(iter(train.values())).shape[0]
         optimizer = adam(_param_groups(mine), lr=s["lr"], weight_decay=s["weight_decay"])
         stopper = _EarlyStopping(mine, s["patience"], optimizer, s["lr_decay"], s["max_decays"])
         history: list[dict] = []
+        cut: list[str] = []
         steps = math.ceil(n_train / s["batch_size"])
         bar = tqdm(range(s["epochs"]), desc="select", disable=not s["progress"] or index > 0)
         for epoch in bar:
@@ -584,14 +632,15 @@ class _Loop:
                         stopper.update(key, val_loss)
             bar.set_postfix(active=len(stopper.active))
             budget = s["budget_s"]
-            if not stopper.active or (
-                budget is not None and time.perf_counter() - s["start"] > budget
-            ):
+            if budget is not None and time.perf_counter() - s["start"] > budget:
+                cut = list(stopper.active)  # stopped by the budget, not by early stopping
+                break
+            if not stopper.active:
                 break
         bar.close()
         stopper.restore()
         cpu_s = time.process_time() - cpu0
-        return history, {k: m.state_dict() for k, m in mine.items()}, cpu_s
+        return history, {k: m.state_dict() for k, m in mine.items()}, cpu_s, cut
 
 
 def _permuted(parents: tuple, units: int, seed: int | None, node: str) -> tuple:

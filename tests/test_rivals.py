@@ -1,6 +1,7 @@
 """Rivals of a chosen flow: the counterfactual spread over starts decides, bad input fails."""
 
 import math
+import warnings
 
 import networkx as nx
 import pandas as pd
@@ -9,7 +10,7 @@ import torch
 
 import pyro_scm as ps
 import pyro_scm.selection as selection
-from pyro_scm.errors import ArgumentError, MechanismError
+from pyro_scm.errors import ArgumentError, FitWarning, MechanismError
 from pyro_scm.mechanisms import DiffusionMechanism, FlowMechanism, LocScaleMechanism
 from pyro_scm.selection import _lower, _permuted, _spread, select_mechanisms
 
@@ -43,7 +44,9 @@ def test_a_stable_flow_trains_no_rival_and_records_its_spread():
 
 
 def test_an_unstable_flow_trains_its_rivals_and_keeps_the_lower_spread():
-    scm, history = _fitted(instability=0.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FitWarning)
+        scm, history = _fitted(instability=0.0)
     info = scm.selection["s"]
     rows = history[(history.node == "s") & (history.kind == "diffusion")]
     assert set(rows.start) == {0, 1, 2}  # `restarts` starts of the rival
@@ -51,9 +54,26 @@ def test_an_unstable_flow_trains_its_rivals_and_keeps_the_lower_spread():
     mechanism = scm.mechanisms[scm.order.index("s")]
     if info["kind"] == "diffusion":
         assert info["spread"]["diffusion"] < info["spread"]["nsf"]
-        assert isinstance(mechanism, DiffusionMechanism)
+        assert isinstance(mechanism, DiffusionMechanism) and not caught
     else:
         assert info["kind"] == "nsf" and isinstance(mechanism, FlowMechanism)
+        assert [str(w.message)[:16] for w in caught] == ["node 's' keeps i"]
+
+
+def test_an_unstable_flow_that_keeps_its_place_warns_naming_the_node(monkeypatch):
+    monkeypatch.setattr(selection, "_lower", lambda reference, other, tolerance: False)
+    with pytest.warns(FitWarning) as caught:
+        scm, _ = _fitted(instability=0.0)
+    info = scm.selection["s"]
+    assert info["kind"] == "nsf" and set(info["spread"]) == {"nsf", "diffusion"}
+    (message,) = [str(w.message) for w in caught]
+    assert "node 's' keeps its nsf flow" in message and "instability=0" in message
+    assert f"spread {info['spread']['nsf']:.3g}" in message
+    rival = round(info["spread"]["diffusion"], 3)
+    assert f"lower by 2 standard errors ({{'diffusion': {rival}}})" in message
+    # a stable flow, below the threshold, warns nothing (warnings are errors in the tests)
+    monkeypatch.undo()
+    _fitted(instability=math.inf)
 
 
 def test_a_rival_that_wins_is_installed_at_its_best_start(monkeypatch, tmp_path):
@@ -88,11 +108,12 @@ def test_a_rival_that_wins_is_installed_at_its_best_start(monkeypatch, tmp_path)
 
 
 def test_no_rivals_without_restarts_or_with_rivals_off():
-    for kw in ({"restarts": 1}, {"rivals": ()}):
-        scm, history = _fitted(instability=0.0, **kw)
-        assert scm.selection["s"]["kind"] == "nsf" and "diffusion" not in set(history.kind)
-    scm, _ = _fitted(instability=0.0, restarts=1)
-    assert "spread" not in scm.selection["s"]  # one start: nothing to compare
+    scm, history = _fitted(instability=0.0, restarts=1)  # one start: nothing to compare, no warning
+    assert scm.selection["s"]["kind"] == "nsf" and "diffusion" not in set(history.kind)
+    assert "spread" not in scm.selection["s"]
+    with pytest.warns(FitWarning, match=r"node 's' keeps its nsf flow .*rivals=\(\) trains none"):
+        scm, history = _fitted(instability=0.0, rivals=())
+    assert scm.selection["s"]["kind"] == "nsf" and "diffusion" not in set(history.kind)
 
 
 def test_an_image_node_keeps_its_flow(monkeypatch):
@@ -106,7 +127,8 @@ def test_an_image_node_keeps_its_flow(monkeypatch):
 
     make = factory.make_mechanism
     monkeypatch.setattr(factory, "make_mechanism", refuse)
-    scm, history = _fitted(instability=0.0)
+    with pytest.warns(FitWarning, match=r"node 's' keeps .*no rival in \('diffusion',\) can model"):
+        scm, history = _fitted(instability=0.0)
     assert scm.selection["s"]["kind"] == "nsf" and "diffusion" not in set(history.kind)
 
 
@@ -181,10 +203,12 @@ def test_lower_needs_the_difference_beyond_tolerance_standard_errors():
 
 def test_rivals_train_the_same_whatever_the_global_rng_and_the_workers():
     # a diffusion rival's training draws (t, ε) come from its own seeded generator
-    torch.manual_seed(1)
-    one, h1 = _fitted(instability=0.0)
-    torch.manual_seed(2)
-    two, h2 = _fitted(instability=0.0, workers=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FitWarning)  # whether the flow keeps its place
+        torch.manual_seed(1)
+        one, h1 = _fitted(instability=0.0)
+        torch.manual_seed(2)
+        two, h2 = _fitted(instability=0.0, workers=2)
     assert one.selection["s"]["spread"] == two.selection["s"]["spread"]
     assert one.selection["s"]["starts"] == two.selection["s"]["starts"]
     rows = (h1.kind == "diffusion").to_numpy()

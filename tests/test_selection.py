@@ -10,6 +10,7 @@ import pyro_scm as ps
 from pyro_scm.errors import (
     ArgumentError,
     DataError,
+    FitWarning,
     MechanismError,
     PersistenceError,
     UnknownNodeError,
@@ -80,9 +81,14 @@ def test_select_mechanisms_on_a_hand_written_program_replaces_its_modules():
 def test_budget_stops_the_loop():
     frame = _frame(400)
     scm = ps.SCM.from_graph(nx.DiGraph([("x", "a")]), frame[["x", "a"]], hidden=(8,))
-    history = scm.fit(frame[["x", "a"]], budget_s=1e-6, **FAST)
+    with pytest.warns(FitWarning) as caught:
+        history = scm.fit(frame[["x", "a"]], budget_s=1e-6, **FAST)
     assert history.epoch.max() == 0 and history.attrs["budget_hit"]
     assert set(history.attrs["selection"]) == {"x", "a"}
+    # one warning names what the budget cut: every candidate after its first epoch
+    (message,) = [str(w.message) for w in caught]
+    assert message.startswith("budget_s=1e-06 ran out before the selection ended")
+    assert all(f"'{n}/{k}'" in message for n in "xa" for k in ("anm", "locscale", "nsf"))
 
 
 def test_one_standard_error_rule():
@@ -259,8 +265,21 @@ def test_restarts_must_be_a_positive_int(restarts):
 def test_no_restarts_once_the_budget_is_spent():
     frame = _frame(300)[["x", "s"]]
     scm = ps.SCM.from_graph(nx.DiGraph([("x", "s")]), frame, hidden=(8,), transforms=1)
-    history = scm.fit(frame, budget_s=1e-6, **FAST)
+    with pytest.warns(FitWarning) as caught:
+        history = scm.fit(frame, budget_s=1e-6, **FAST)
     assert set(history.start) == {0} and all(len(i["starts"]) == 1 for i in scm.selection.values())
+    (message,) = [str(w.message) for w in caught]
+    kind = scm.selection["s"]["kind"]
+    count = {"anm": 4, "nsf": 2}.get(kind)  # members - 1 or restarts - 1 skipped
+    assert "skipped" in message if count else "skipped" not in message
+    assert count is None or f"{count} more {kind} fits of 's'" in message
+
+
+def test_a_generous_budget_warns_nothing():
+    frame = _frame(300)[["x", "a"]]
+    scm = ps.SCM.from_graph(nx.DiGraph([("x", "a")]), frame, hidden=(8,))
+    history = scm.fit(frame, budget_s=600, **FAST)  # warnings are errors in the tests
+    assert not history.attrs["budget_hit"]
 
 
 def _additive(n=1200, seed=0):
