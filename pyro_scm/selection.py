@@ -460,15 +460,12 @@ def select_mechanisms(
     frame.attrs["worker_cpu_s"] = cpu_s
     frame.attrs["budget_hit"] = budget_s is not None and frame.attrs["seconds"] > budget_s
     if cut or skipped:
-        stopped = [f"{owner[k][0]}/{owner[k][1]}" + (f"/{owner[k][2]}" if owner[k][2] else "")
-                   for k in cut]  # fmt: skip
-        warnings.warn(
-            f"budget_s={budget_s:g} ran out before the selection ended"
-            + (f"; stopped while still improving (best weights so far kept): {stopped}" * bool(cut))
-            + (f"; skipped: {', '.join(skipped)}" * bool(skipped)),
-            FitWarning,
-            stacklevel=2,
-        )
+        message = f"budget_s={budget_s:g} ran out before the selection ended"
+        if cut:  # keys "node/kind" or "node/kind/start"
+            message += f"; stopped while still improving (best weights so far kept): {cut}"
+        if skipped:
+            message += f"; skipped: {', '.join(skipped)}"
+        warnings.warn(message, FitWarning, stacklevel=2)
     return frame
 
 

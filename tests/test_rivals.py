@@ -1,6 +1,7 @@
 """Rivals of a chosen flow: the counterfactual spread over starts decides, bad input fails."""
 
 import math
+import time
 import warnings
 
 import networkx as nx
@@ -213,3 +214,28 @@ def test_rivals_train_the_same_whatever_the_global_rng_and_the_workers():
     assert one.selection["s"]["starts"] == two.selection["s"]["starts"]
     rows = (h1.kind == "diffusion").to_numpy()
     assert (h1[rows][["train", "val"]].to_numpy() == h2[rows][["train", "val"]].to_numpy()).all()
+
+
+def test_a_budget_spent_before_the_rivals_warns_for_the_flow_and_the_budget(monkeypatch):
+    # a clock that stands still until the flow's restarts have trained, then jumps past budget_s
+    now = [0.0]
+    clock = type("Clock", (), {"perf_counter": lambda: now[0], "process_time": time.process_time})
+    rounds = []
+
+    def train(*args, **kwargs):
+        out = real(*args, **kwargs)
+        rounds.append(len(args[2]))
+        now[0] = 1e9 if len(rounds) == 2 else now[0]  # after the restarts' round
+        return out
+
+    real = selection._train
+    monkeypatch.setattr(selection, "time", clock)
+    monkeypatch.setattr(selection, "_train", train)
+    with pytest.warns(FitWarning) as caught:
+        scm, history = _fitted(instability=0.0, budget_s=1e6)
+    assert len(rounds) == 2 and "diffusion" not in set(history.kind)  # no rival round
+    assert scm.selection["s"]["kind"] == "nsf" and history.attrs["budget_hit"]
+    budget, flow = sorted(str(w.message) for w in caught)
+    assert budget.startswith("budget_s=1e+06 ran out") and "skipped: the rivals of 's'" in budget
+    assert "stopped while still improving" not in budget
+    assert "node 's' keeps its nsf flow" in flow and "budget_s ran out before its rivals" in flow
