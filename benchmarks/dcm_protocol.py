@@ -66,6 +66,24 @@ def _mse_over(pred: Values, true: Values, keep: torch.Tensor) -> float:
     )
 
 
+def training_sample(syn: SyntheticSCM, seed: int, settings: Settings) -> Values:
+    """The ``n_train`` true samples every method of ``seed`` is fitted on."""
+    return syn.sample(settings.n_train, seed=1000 + seed)
+
+
+def counterfactual_units(
+    syn: SyntheticSCM, node: str, seed: int, settings: Settings
+) -> tuple[torch.Tensor, Values, Values]:
+    """The counterfactual query of do(``node``) for ``seed``: ``(do_values, factual, noise)``,
+    ``n_cf`` fresh factual units (with their true noise) per intervention value, every
+    method asked about the same units."""
+    j = syn.intervention_nodes.index(node)
+    grid = intervention_values(syn, node, settings.num_values, seed=3000 + seed)
+    do_cf = grid.repeat_interleave(settings.n_cf, dim=0)
+    factual, noise = syn.sample_with_noise(len(do_cf), seed=5000 + 10 * seed + j)
+    return do_cf, factual, noise
+
+
 def evaluate(
     method: Method,
     syn: SyntheticSCM,
@@ -79,7 +97,7 @@ def evaluate(
     ``reference``: node -> ``(units,)`` flags another method raised on this seed's units, to
     score ``method`` over the others too; ``flags_out``: filled with this method's own flags,
     node -> ``(units,)``, where it raises any."""
-    train = syn.sample(settings.n_train, seed=1000 + seed)
+    train = training_sample(syn, seed, settings)
     cpu = time.process_time()
     _, fit_s = timed(method.fit, syn, train, seed)
     fit_cpu_s = time.process_time() - cpu  # CPU seconds: less sensitive to a loaded machine
@@ -109,8 +127,7 @@ def evaluate(
             for i in range(settings.num_values)
         ]
         # counterfactual: n_cf fresh factual units per value
-        do_cf = grid.repeat_interleave(settings.n_cf, dim=0)
-        factual, noise = syn.sample_with_noise(len(do_cf), seed=5000 + 10 * seed + j)
+        do_cf, factual, noise = counterfactual_units(syn, node, seed, settings)
         cf, t = timed(method.counterfactual, factual, node, do_cf)
         query_s += t
         truth = syn.counterfactual(noise, {node: do_cf})

@@ -552,3 +552,32 @@ def test_counterfactual_spread_rows_and_bad_arguments(tmp_path):
             assert r[f"{kind}_cf_mse"] >= 0 and r[f"{kind}_spread"] >= 0
     with pytest.raises(SystemExit):
         spread.main(["--starts", "1", "--out", str(out)])
+
+
+def test_worst_units_ranks_the_protocol_units_by_error_and_bad_arguments(tmp_path):
+    from benchmarks import worst_units
+
+    out = tmp_path / "worst"
+    worst_units.main(
+        ["--scm", "dcm-chain:nonlinear", "--seed", "1", "--node", "x2", "--top", "3",
+         "--n-train", "200", "--epochs", "2", "--out", str(out)]
+    )  # fmt: skip
+    (record,) = json.loads((out / "worst_units.json").read_text())["nodes"]
+    units = record["units"]
+    assert record["node"] == "x2" and len(units) == 3
+    errors = [u["squared_error"] for u in units]
+    assert errors == sorted(errors, reverse=True)
+    for u in units:  # the squared error is that of the recorded answer against the truth
+        assert u["squared_error"] == pytest.approx(
+            (u["counterfactual"]["x3"][0] - u["truth"]["x3"][0]) ** 2, rel=1e-4
+        )
+        assert set(u["pvalue"]) == {"x3"} and u["flagged"] == (u["pvalue"]["x3"] <= 0.001)
+    # the shares add up to the mean over all units less the mean over the others
+    n = 20 * 100
+    rest = record["cf_without_top_x100"] * (n - 3) / n
+    assert sum(u["share_x100"] for u in units) + rest == pytest.approx(
+        record["cf_all_x100"], rel=1e-4
+    )
+    for argv in (["--node", "x3"], ["--top", "0"]):
+        with pytest.raises(SystemExit):
+            worst_units.main([*argv, "--out", str(out)])
