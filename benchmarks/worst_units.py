@@ -18,15 +18,19 @@ from pathlib import Path
 
 import torch
 
-from pyro_scm.datasets import load_synthetic
+from pyro_scm.datasets import SyntheticSCM, load_synthetic
 from pyro_scm.extrapolation import ExtrapolationWarning
 
 from .dcm_protocol import Settings, counterfactual_units, training_sample
 from .methods import PyroSCMMethod
 
 
-def worst_units(method: PyroSCMMethod, syn, node: str, seed: int, settings: Settings, top: int):
-    """The ``top`` units of do(``node``) by squared counterfactual error (``method`` fitted)."""
+def worst_units(
+    method: PyroSCMMethod, syn: SyntheticSCM, node: str, seed: int, settings: Settings, top: int
+) -> dict:
+    """The ``top`` units of do(``node``) by squared counterfactual error summed over the
+    descendant columns (``method`` fitted on ``seed``), each unit's share of the mean, and the
+    mean over all units and over the others (x100)."""
     do_cf, factual, noise = counterfactual_units(syn, node, seed, settings)
     with warnings.catch_warnings():  # the flags are reported per unit instead
         warnings.simplefilter("ignore", ExtrapolationWarning)
