@@ -43,6 +43,7 @@ def worst_units(
     error = ((pred - true) ** 2).sum(1)  # (units,): the MSE is error.sum() / (units * columns)
     scale = units * pred.shape[1]
     stats = result.sample_stats
+    flags = stats.get("extrapolated")  # None where no recomputed node carries statistics
     order = error.argsort(descending=True)[:top]
     rows = []
     for i in order.tolist():
@@ -51,7 +52,7 @@ def worst_units(
             "do": do_cf[i].reshape(-1).tolist(),
             "squared_error": float(error[i]),
             "share_x100": float(error[i]) / scale * 100,
-            "flagged": bool(stats["extrapolated"][0][i]),
+            "flagged": None if flags is None else bool(flags[0][i]),
             "factual": {k: v[i].reshape(-1).tolist() for k, v in factual.items()},
             "counterfactual": {k: result.values[k][0][i].reshape(-1).tolist() for k in below},
             "truth": {k: truth[k][i].reshape(-1).tolist() for k in below},

@@ -495,15 +495,18 @@ def _train(
     shares = _shares(candidates, new, workers, usable, owner)
     results = fork_map(loop, list(enumerate(shares)))
     history: list[dict] = []
-    for index, (rows, states, _, _) in enumerate(results):
+    cpu_s: list[float] = []
+    cut: list[str] = []
+    for index, (rows, states, cpu, stopped) in enumerate(results):
         history += rows
+        cpu_s.append(cpu)
+        cut += stopped
         if index > 0:  # trained in a child: its best weights come back
             for key, state in states.items():
                 candidates[key].load_state_dict(state)
     rank = {key: i for i, key in enumerate(candidates)}
     history.sort(key=lambda row: (row["epoch"], rank[row.pop("key")]))
-    cut = [key for *_, stopped in results for key in stopped]
-    return history, [cpu for _, _, cpu, _ in results], cut
+    return history, cpu_s, cut
 
 
 @contextmanager
